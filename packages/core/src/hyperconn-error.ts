@@ -1,0 +1,215 @@
+/**
+ * Every error hyperconn throws is a `HyperconnError` with a stable string `code`. Messages say how to
+ * fix the problem and never contain a password, a connection string or a secret's JSON.
+ */
+export type HyperconnErrorCode =
+  | 'HC_INVALID_OPTIONS'
+  | 'HC_INVALID_TENANT_ID'
+  | 'HC_UNKNOWN_SERVICE'
+  | 'HC_SECRET_NOT_FOUND'
+  | 'HC_SECRET_FORMAT'
+  | 'HC_SECRET_SOURCE'
+  | 'HC_CONNECTION'
+  | 'HC_REGISTRY_CLOSED'
+  | 'HC_POOL_CAPACITY'
+  | 'HC_TRANSACTION_CLOSED'
+  | 'HC_TRANSACTION_PROPAGATION'
+  | 'HC_TRANSACTION_ROLLED_BACK'
+  | 'HC_CONTEXT_CONFLICT'
+
+const CODES: ReadonlySet<string> = new Set<HyperconnErrorCode>([
+  'HC_INVALID_OPTIONS',
+  'HC_INVALID_TENANT_ID',
+  'HC_UNKNOWN_SERVICE',
+  'HC_SECRET_NOT_FOUND',
+  'HC_SECRET_FORMAT',
+  'HC_SECRET_SOURCE',
+  'HC_CONNECTION',
+  'HC_REGISTRY_CLOSED',
+  'HC_POOL_CAPACITY',
+  'HC_TRANSACTION_CLOSED',
+  'HC_TRANSACTION_PROPAGATION',
+  'HC_TRANSACTION_ROLLED_BACK',
+  'HC_CONTEXT_CONFLICT',
+])
+
+export interface HyperconnErrorOptions {
+  cause?: unknown
+}
+
+export class HyperconnError extends Error {
+  readonly code: HyperconnErrorCode
+
+  constructor(code: HyperconnErrorCode, message: string, options?: HyperconnErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+  }
+
+  override get name(): string {
+    return this.constructor.name
+  }
+}
+
+/** Registry options are missing or malformed; thrown by `createRegistry`. */
+export class InvalidOptionsError extends HyperconnError {
+  constructor(message: string) {
+    super('HC_INVALID_OPTIONS', message)
+  }
+}
+
+/** A tenant id (org id) or service name does not match the allowed pattern. Nothing was fetched. */
+export class InvalidTenantIdError extends HyperconnError {
+  readonly field: 'orgId' | 'service'
+  constructor(field: 'orgId' | 'service', reason: string) {
+    super(
+      'HC_INVALID_TENANT_ID',
+      `Invalid ${field}: ${reason}. Use 1-64 characters from [A-Za-z0-9_-], starting with a letter or digit.`,
+    )
+    this.field = field
+  }
+}
+
+/** A service name that is not in the registry's `services` allow-list. */
+export class UnknownServiceError extends HyperconnError {
+  readonly service: string
+  constructor(service: string, known: readonly string[]) {
+    super(
+      'HC_UNKNOWN_SERVICE',
+      `Unknown service "${service}". Configured services: ${known.map((s) => `"${s}"`).join(', ')}. Add it to createRegistry({ services }).`,
+    )
+    this.service = service
+  }
+}
+
+/** The secret source has no secret with this name (e.g. `ResourceNotFoundException`). Negative-cached. */
+export class SecretNotFoundError extends HyperconnError {
+  readonly secretName: string
+  constructor(secretName: string, options?: HyperconnErrorOptions) {
+    super(
+      'HC_SECRET_NOT_FOUND',
+      `Secret "${secretName}" was not found. Check the org id, the registry's project/secretName option, and that the secret exists in this region.`,
+      options,
+    )
+    this.secretName = secretName
+  }
+}
+
+/** The secret exists but is not JSON, lacks the service's key, or the value is not a PostgreSQL URL. */
+export class SecretFormatError extends HyperconnError {
+  readonly secretName: string
+  readonly key: string | undefined
+  constructor(secretName: string, key: string | undefined, problem: string) {
+    super(
+      'HC_SECRET_FORMAT',
+      key === undefined
+        ? `Secret "${secretName}" ${problem}. Store a JSON object such as {"core-postgresql": "postgresql://user:password@host:5432/db"}.`
+        : `Secret "${secretName}", key "${key}": ${problem}. The value must be a postgres:// or postgresql:// URL.`,
+    )
+    this.secretName = secretName
+    this.key = key
+  }
+}
+
+/**
+ * The secret source failed. `transient` is true for throttling, 5xx, timeouts and network errors
+ * (retry later; cached secrets keep being served) and false for access denied, decryption failure
+ * and other permanent problems.
+ */
+export class SecretSourceError extends HyperconnError {
+  readonly secretName: string
+  readonly transient: boolean
+  readonly sourceCode: string | undefined
+  constructor(
+    secretName: string,
+    transient: boolean,
+    sourceCode: string | undefined,
+    options?: HyperconnErrorOptions,
+  ) {
+    super(
+      'HC_SECRET_SOURCE',
+      `Could not read secret "${secretName}"${sourceCode ? ` (${sourceCode})` : ''}: ${
+        transient
+          ? 'the secret source is throttling or unavailable; retry later.'
+          : 'the request was refused; check the IAM permissions and KMS key for this secret.'
+      }`,
+      options,
+    )
+    this.secretName = secretName
+    this.transient = transient
+    this.sourceCode = sourceCode
+  }
+}
+
+/** A PostgreSQL connection failed; the message is redacted and `sqlState` carries pg's code. */
+export class ConnectionError extends HyperconnError {
+  readonly sqlState: string | undefined
+  constructor(message: string, sqlState: string | undefined, options?: HyperconnErrorOptions) {
+    super('HC_CONNECTION', message, options)
+    this.sqlState = sqlState
+  }
+}
+
+/** The registry was closed; create a new one. */
+export class RegistryClosedError extends HyperconnError {
+  constructor() {
+    super('HC_REGISTRY_CLOSED', 'The registry is closed; no new pools, queries or transactions can start. Create a new registry.')
+  }
+}
+
+/**
+ * `maxPools` is reached and every cached pool has a checked-out client, so none can be evicted.
+ * Retry when a transaction finishes, or raise `eviction.maxPools`.
+ */
+export class PoolCapacityError extends HyperconnError {
+  readonly maxPools: number
+  constructor(maxPools: number) {
+    super(
+      'HC_POOL_CAPACITY',
+      `All ${maxPools} cached pools are busy (eviction.maxPools). Retry shortly or raise eviction.maxPools.`,
+    )
+    this.maxPools = maxPools
+  }
+}
+
+/** Work was issued on a transaction after it committed or rolled back. */
+export class TransactionClosedError extends HyperconnError {
+  constructor(detail = 'the transaction has already ended') {
+    super(
+      'HC_TRANSACTION_CLOSED',
+      `Cannot use this transaction: ${detail}. Await every query inside the transaction callback; run later work in its own transaction.`,
+    )
+  }
+}
+
+/** The requested propagation cannot be honoured (e.g. `mandatory` with no transaction, or joining with other options). */
+export class TransactionPropagationError extends HyperconnError {
+  constructor(message: string) {
+    super('HC_TRANSACTION_PROPAGATION', message)
+  }
+}
+
+/** PostgreSQL answered COMMIT with ROLLBACK: an earlier statement failed and the transaction was aborted. */
+export class TransactionRolledBackError extends HyperconnError {
+  constructor(options?: HyperconnErrorOptions) {
+    super(
+      'HC_TRANSACTION_ROLLED_BACK',
+      'The transaction was rolled back by PostgreSQL instead of committed, because a statement inside it failed (an error was caught and swallowed). Use propagation "nested" to recover from inner errors.',
+      options,
+    )
+  }
+}
+
+/** Two incompatible copies of @hyperconn/core are loaded in one process. */
+export class ContextConflictError extends HyperconnError {
+  constructor(message: string) {
+    super('HC_CONTEXT_CONFLICT', message)
+  }
+}
+
+/** Recognises hyperconn errors by shape, so it also works across duplicate copies of the package. */
+export function isHyperconnError(error: unknown): error is HyperconnError {
+  if (error instanceof HyperconnError) return true
+  if (typeof error !== 'object' || error === null) return false
+  const code = (error as { code?: unknown }).code
+  return error instanceof Error && typeof code === 'string' && CODES.has(code)
+}

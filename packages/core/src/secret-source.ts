@@ -1,0 +1,14 @@
+/**
+ * Where tenant secrets come from. A source returns the raw secret (a JSON string or an object) or
+ * throws `SecretNotFoundError` / `SecretSourceError`; anything else it throws is treated as a
+ * transient `SecretSourceError`. Sources never log or echo secret values.
+ */
+export type SecretValue = string | Readonly<Record<string, unknown>>
+
+export interface SecretSource {
+  get(name: string): Promise<SecretValue>
+  /** Optional: a short label for stats and errors, e.g. "aws-secrets-manager". */
+  readonly kind?: string
+  /** Optional: release sockets/clients the source owns; called by `registry.close()`. */
+  close?(): void | Promise<void>
+}
