@@ -1,0 +1,145 @@
+import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
+import { TransactionClosedError } from './hyperconn-error.js'
+import { QueryQueue } from './query-queue.js'
+import type { PoolLease, Tenant, TenantConnection, TenantKey, TenantPoolAccess, TransactionOptions } from './tenant-types.js'
+import { currentScope } from './transaction-context.js'
+import { runTransaction } from './transaction-runner.js'
+import type { TransactionScope } from './transaction-state.js'
+
+type QueryInput = string | QueryConfig
+
+// Shared, so the autocommit path allocates no listener. While a client is checked out pg-pool has no
+// 'error' listener on it; a backend dying mid-query would otherwise crash the process. The query
+// itself rejects, and pg-pool drops the unqueryable client on release.
+function ignoreClientError(): void {}
+
+function processIdOf(client: PoolClient): number | undefined {
+  return (client as unknown as { processID?: number | null }).processID ?? undefined
+}
+
+function released(): TransactionClosedError {
+  return new TransactionClosedError('this connection was already released')
+}
+
+/** Autocommit: lease, one query, release. No allocation beyond that on this path. */
+async function autocommitQuery<R extends QueryResultRow>(
+  access: TenantPoolAccess,
+  key: TenantKey,
+  config: QueryInput,
+  values: unknown[] | undefined,
+): Promise<QueryResult<R>> {
+  const lease = await access.acquire(key)
+  const client = lease.client
+  client.on('error', ignoreClientError)
+  try {
+    return await client.query<R>(config, values)
+  } catch (error) {
+    throw access.redactError(key, error)
+  } finally {
+    client.removeListener('error', ignoreClientError)
+    lease.release()
+  }
+}
+
+/** `acquire()` inside a transaction: queries go through the scope's queue; release only ends this handle. */
+class TransactionConnection implements TenantConnection {
+  readonly #scope: TransactionScope
+  #released = false
+
+  constructor(scope: TransactionScope) {
+    this.#scope = scope
+  }
+
+  get inTransaction(): true {
+    return true
+  }
+
+  get processID(): number | undefined {
+    return this.#scope.tx.processID
+  }
+
+  query<R extends QueryResultRow = any>(config: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
+    if (this.#released) return Promise.reject(released())
+    return this.#scope.query<R>(config, values)
+  }
+
+  release(): void {
+    this.#released = true
+  }
+}
+
+/** `acquire()` outside a transaction: a leased pooled client, returned (or destroyed) on release. */
+class LeasedConnection implements TenantConnection {
+  readonly #access: TenantPoolAccess
+  readonly #key: TenantKey
+  readonly #lease: PoolLease
+  // Adapters normally send one query at a time; this keeps pg from ever seeing two anyway.
+  readonly #queue = new QueryQueue()
+  #released = false
+
+  constructor(access: TenantPoolAccess, key: TenantKey, lease: PoolLease) {
+    this.#access = access
+    this.#key = key
+    this.#lease = lease
+    lease.client.on('error', ignoreClientError)
+  }
+
+  get inTransaction(): false {
+    return false
+  }
+
+  get processID(): number | undefined {
+    return processIdOf(this.#lease.client)
+  }
+
+  query<R extends QueryResultRow = any>(config: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
+    if (this.#released) return Promise.reject(released())
+    return this.#queue.run(async () => {
+      // A query queued before release() must not reach a client that may already serve someone else.
+      if (this.#released) throw released()
+      try {
+        return await this.#lease.client.query<R>(config, values)
+      } catch (error) {
+        throw this.#access.redactError(this.#key, error)
+      }
+    })
+  }
+
+  release(error?: Error): void {
+    if (this.#released) return
+    this.#released = true
+    this.#lease.client.removeListener('error', ignoreClientError)
+    this.#lease.release(error)
+  }
+}
+
+async function acquireConnection(access: TenantPoolAccess, key: TenantKey): Promise<TenantConnection> {
+  // Decided now, not at release: a connection acquired inside a transaction stays bound to that scope.
+  const scope = currentScope(key)
+  if (scope !== undefined) {
+    scope.assertActive()
+    return new TransactionConnection(scope)
+  }
+  return new LeasedConnection(access, key, await access.acquire(key))
+}
+
+/**
+ * The `Tenant` handle: `query` and `acquire` follow the transaction context of the current async
+ * frame (see transaction-context.ts); `transaction` applies the propagation rules (transaction-runner.ts).
+ */
+export function createTenantHandle(access: TenantPoolAccess, key: TenantKey): Tenant {
+  const tenantKey: TenantKey = Object.freeze({ service: key.service, orgId: key.orgId })
+  return Object.freeze({
+    orgId: tenantKey.orgId,
+    service: tenantKey.service,
+    pool: () => access.pool(tenantKey),
+    query<R extends QueryResultRow = any>(text: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
+      const scope = currentScope(tenantKey)
+      return scope === undefined ? autocommitQuery<R>(access, tenantKey, text, values) : scope.query<R>(text, values)
+    },
+    transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T> {
+      return runTransaction(access, tenantKey, fn, options)
+    },
+    acquire: () => acquireConnection(access, tenantKey),
+  })
+}

@@ -1,0 +1,107 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { ContextConflictError } from './hyperconn-error.js'
+import type { TenantKey } from './tenant-types.js'
+import type { TransactionInfo, TransactionScope } from './transaction-state.js'
+
+/**
+ * The value of the one AsyncLocalStorage: service → orgId → the scope queries of that tenant run in.
+ * Frames are immutable and only entered with `run()`: a change (new transaction, savepoint,
+ * `not_supported`) creates a new frame for the callback, so sibling flows never see each other's
+ * transactions and a parent frame is untouched when a child scope ends. A tenant missing from the
+ * frame has no transaction here: its queries autocommit on its own pool.
+ */
+export type Frame = ReadonlyMap<string, ReadonlyMap<string, TransactionScope>>
+
+/**
+ * Version of what is shared between copies of core: the frame shape above and the members of
+ * `TransactionScope`/`TransactionState` that the runner calls. Bump it when either changes.
+ */
+export const CONTEXT_VERSION = 1
+
+const SLOT_PREFIX = '@hyperconn/core/context@'
+const SLOT = Symbol.for(`${SLOT_PREFIX}1`)
+
+interface ContextSlot {
+  readonly version: number
+  readonly storage: AsyncLocalStorage<Frame>
+}
+
+function conflict(found: string): ContextConflictError {
+  return new ContextConflictError(
+    `Two incompatible copies of @hyperconn/core are loaded in this process (${found}; this copy uses context version ${CONTEXT_VERSION}), ` +
+      'so adapters would not share transactions. Install one version: make every @hyperconn adapter list @hyperconn/core as a ' +
+      'peerDependency, align the versions and run "pnpm dedupe" (or "npm dedupe"); "pnpm why @hyperconn/core" shows the copies.',
+  )
+}
+
+/**
+ * Returns the process-wide transaction storage registered on `host`, registering it first if this is
+ * the first copy of core. Every copy with the same `CONTEXT_VERSION` gets the same AsyncLocalStorage
+ * (pnpm duplicates, ESM and CJS builds); an incompatible copy throws ContextConflictError.
+ * Exported for tests; the module calls it once with `globalThis`.
+ */
+export function claimContextStorage(host: object = globalThis): AsyncLocalStorage<Frame> {
+  for (const symbol of Object.getOwnPropertySymbols(host)) {
+    const description = symbol.description
+    if (symbol !== SLOT && description?.startsWith(SLOT_PREFIX) === true) {
+      throw conflict(`another copy registered "${description}"`)
+    }
+  }
+  const slot: Partial<ContextSlot> | null | undefined = Reflect.get(host, SLOT)
+  if (slot !== undefined) {
+    if (slot === null || typeof slot !== 'object' || slot.version !== CONTEXT_VERSION) {
+      throw conflict(`another copy registered context version ${String(slot?.version)}`)
+    }
+    const storage = slot.storage
+    if (typeof storage?.run !== 'function' || typeof storage.getStore !== 'function') {
+      throw conflict('another copy registered a malformed context')
+    }
+    return storage
+  }
+  const created: ContextSlot = Object.freeze({ version: CONTEXT_VERSION, storage: new AsyncLocalStorage<Frame>() })
+  Object.defineProperty(host, SLOT, { value: created, enumerable: false, writable: false, configurable: false })
+  return created.storage
+}
+
+const storage = claimContextStorage()
+
+/** The scope of this tenant in the current frame (possibly ended), or undefined: the hot path, one `getStore()`. */
+export function currentScope(key: TenantKey): TransactionScope | undefined {
+  const frame = storage.getStore()
+  return frame === undefined ? undefined : frame.get(key.service)?.get(key.orgId)
+}
+
+/** Runs `fn` in a new frame where `key` maps to `scope`; other tenants keep their scopes. */
+export function runWithScope<T>(key: TenantKey, scope: TransactionScope, fn: () => T): T {
+  const frame = new Map(storage.getStore())
+  const orgs = new Map(frame.get(key.service))
+  orgs.set(key.orgId, scope)
+  frame.set(key.service, orgs)
+  return storage.run(frame, fn)
+}
+
+/** Runs `fn` in a new frame without any scope of `key`: its queries autocommit (propagation `not_supported`). */
+export function runWithoutScope<T>(key: TenantKey, fn: () => T): T {
+  const frame = new Map(storage.getStore())
+  const orgs = new Map(frame.get(key.service))
+  orgs.delete(key.orgId)
+  if (orgs.size === 0) frame.delete(key.service)
+  else frame.set(key.service, orgs)
+  return storage.run(frame, fn)
+}
+
+/**
+ * True when the current async context has an active transaction (or savepoint scope) for this tenant,
+ * i.e. `tenant.query` / `tenant.acquire()` here would join it. Accepts a `Tenant` or a `TenantKey`.
+ */
+export function isInTransaction(key: TenantKey): boolean {
+  return currentScope(key)?.active === true
+}
+
+/**
+ * The transaction scope of this tenant in the current async context, also when it has already ended
+ * (see `status`), or undefined when there is none. Contains no SQL and no connection details.
+ */
+export function currentTransactionInfo(key: TenantKey): TransactionInfo | undefined {
+  return currentScope(key)?.info()
+}
