@@ -1,0 +1,63 @@
+/** Typed registry events. Payloads are plain data: no secret, no connection string, no SQL values. */
+export type EvictionReason = 'idle' | 'lru' | 'manual' | 'rotation' | 'close'
+
+export interface RegistryEvents {
+  'pool:create': { service: string; orgId: string }
+  'pool:evict': { service: string; orgId: string; reason: EvictionReason }
+  'pool:end': { service: string; orgId: string; forced: boolean }
+  'secret:fetch': { secretName: string; outcome: 'ok' | 'not_found' | 'error' | 'format_error'; durationMs: number }
+  'secret:error': { secretName: string; code: string; transient: boolean }
+  'secret:stale': { secretName: string }
+  /** A connection died (restart, failover, `pg_terminate_backend`); pg removes it and the next query reconnects. */
+  'connection:error': {
+    service: string
+    orgId: string
+    phase: 'idle' | 'checked-out'
+    message: string
+    sqlState: string | undefined
+  }
+}
+
+export type RegistryEventName = keyof RegistryEvents
+export type RegistryListener<E extends RegistryEventName> = (event: RegistryEvents[E]) => void
+
+/** A minimal emitter: listeners that throw are reported to `onListenerError` and never break the registry. */
+export class RegistryEventEmitter {
+  readonly #listeners = new Map<RegistryEventName, Set<(event: never) => void>>()
+  readonly #onListenerError: (error: unknown, event: RegistryEventName) => void
+
+  constructor(onListenerError: (error: unknown, event: RegistryEventName) => void) {
+    this.#onListenerError = onListenerError
+  }
+
+  on<E extends RegistryEventName>(event: E, listener: RegistryListener<E>): () => void {
+    let set = this.#listeners.get(event)
+    if (!set) this.#listeners.set(event, (set = new Set()))
+    set.add(listener)
+    return () => this.off(event, listener)
+  }
+
+  off<E extends RegistryEventName>(event: E, listener: RegistryListener<E>): void {
+    this.#listeners.get(event)?.delete(listener)
+  }
+
+  has(event: RegistryEventName): boolean {
+    return (this.#listeners.get(event)?.size ?? 0) > 0
+  }
+
+  emit<E extends RegistryEventName>(event: E, payload: RegistryEvents[E]): void {
+    const set = this.#listeners.get(event)
+    if (!set || set.size === 0) return
+    for (const listener of set) {
+      try {
+        ;(listener as RegistryListener<E>)(payload)
+      } catch (error) {
+        this.#onListenerError(error, event)
+      }
+    }
+  }
+
+  clear(): void {
+    this.#listeners.clear()
+  }
+}

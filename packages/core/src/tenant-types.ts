@@ -1,0 +1,70 @@
+import type { Pool, PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
+
+/** Structured pool key: (service, orgId) are kept apart, never joined into one string. */
+export interface TenantKey {
+  readonly service: string
+  readonly orgId: string
+}
+
+/** A client checked out of a tenant pool. The pool cannot be ended while a lease is open. */
+export interface PoolLease {
+  readonly client: PoolClient
+  /** Return the client; pass an error (or true) to destroy it instead (dead backend, failed COMMIT). Idempotent. */
+  release(destroy?: Error | boolean): void
+}
+
+/** What the transaction engine and tenant handles need from the registry. */
+export interface TenantPoolAccess {
+  /** Check out a client from the tenant's pool, creating the pool (and fetching its secret) if needed. */
+  acquire(key: TenantKey): Promise<PoolLease>
+  /** The tenant's pool itself (for `tenant.pool()` / `getPool`). */
+  pool(key: TenantKey): Promise<Pool>
+  /** Throws `RegistryClosedError` once the registry is closing. */
+  assertOpen(): void
+  /** Rewrap an error from pg so that it carries no secret of this tenant. */
+  redactError(key: TenantKey, error: unknown): unknown
+}
+
+export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
+
+export type Propagation =
+  | 'required'
+  | 'requires_new'
+  | 'nested'
+  | 'mandatory'
+  | 'never'
+  | 'not_supported'
+  | 'supports'
+
+export interface TransactionOptions {
+  isolationLevel?: IsolationLevel
+  readOnly?: boolean
+  /** Default 'required': join the active transaction of this tenant, else start one. */
+  propagation?: Propagation
+}
+
+/**
+ * A connection for one query or a short sequence of queries (what an ORM driver acquires). Inside an
+ * active transaction of the same tenant it is the transaction's connection, and its queries are
+ * serialised with every other query of that transaction.
+ */
+export interface TenantConnection {
+  query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>
+  /** True when this connection belongs to the active transaction. */
+  readonly inTransaction: boolean
+  /** Backend process id, for diagnostics. */
+  readonly processID: number | undefined
+  /** Give the connection back. Idempotent; for a transaction's connection it only ends this handle. */
+  release(error?: Error): void
+}
+
+export interface Tenant {
+  readonly orgId: string
+  readonly service: string
+  pool(): Promise<Pool>
+  /** Runs on this tenant's active transaction if there is one, else on a pooled connection. */
+  query<R extends QueryResultRow = any>(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>
+  transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T>
+  /** For adapter authors: a connection that follows the transaction context (see `TenantConnection`). */
+  acquire(): Promise<TenantConnection>
+}
