@@ -50,7 +50,7 @@ export class HyperconnError extends Error {
   }
 }
 
-/** Registry options are missing or malformed; thrown by `createRegistry`. */
+/** Options are missing or malformed (`createRegistry`, secret sources, transaction options). */
 export class InvalidOptionsError extends HyperconnError {
   constructor(message: string) {
     super('HC_INVALID_OPTIONS', message)
@@ -212,4 +212,17 @@ export function isHyperconnError(error: unknown): error is HyperconnError {
   if (typeof error !== 'object' || error === null) return false
   const code = (error as { code?: unknown }).code
   return error instanceof Error && typeof code === 'string' && CODES.has(code)
+}
+
+/**
+ * The hyperconn error behind `error`, looking through `cause` chains: ORMs wrap driver errors (Drizzle
+ * throws `DrizzleQueryError` with the original as `cause`), so map errors with this rather than `instanceof`.
+ */
+export function hyperconnErrorOf(error: unknown): HyperconnError | undefined {
+  let current: unknown = error
+  for (let depth = 0; depth < 8 && current !== undefined && current !== null; depth++) {
+    if (isHyperconnError(current)) return current
+    current = (current as { cause?: unknown }).cause
+  }
+  return undefined
 }

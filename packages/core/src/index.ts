@@ -40,6 +40,7 @@ export {
   HyperconnError,
   InvalidOptionsError,
   InvalidTenantIdError,
+  hyperconnErrorOf,
   isHyperconnError,
   PoolCapacityError,
   RegistryClosedError,

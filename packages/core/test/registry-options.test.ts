@@ -36,3 +36,15 @@ describe('createRegistry options', () => {
     expect(registry.stats().closed).toBe(true)
   })
 })
+
+describe('hyperconnErrorOf', () => {
+  it('finds a hyperconn error behind ORM wrappers, and nothing behind plain errors', async () => {
+    const { hyperconnErrorOf, SecretNotFoundError } = await import('../src/index.js')
+    const inner = new SecretNotFoundError('p-org1')
+    const wrapped = new Error('Failed query: select 1', { cause: new Error('driver', { cause: inner }) })
+    expect(hyperconnErrorOf(wrapped)).toBe(inner)
+    expect(hyperconnErrorOf(inner)).toBe(inner)
+    expect(hyperconnErrorOf(new Error('plain', { cause: new Error('also plain') }))).toBeUndefined()
+    expect(hyperconnErrorOf('not an error')).toBeUndefined()
+  })
+})
