@@ -1,0 +1,83 @@
+import type { Registry, Tenant } from '@hyperconn/core'
+import { InstanceCache, InvalidOptionsError } from '@hyperconn/core'
+import { Kysely, Transaction } from 'kysely'
+import type { KyselyConfig, KyselyPlugin, LogConfig } from 'kysely'
+import { TenantDialect, TenantDriver } from './kysely-driver.js'
+import { TenantKysely } from './tenant-kysely.js'
+
+export interface KyselyAdapterOptions {
+  /** The registry service whose databases this adapter queries (one of `createRegistry({ services })`). */
+  readonly service: string
+  /** Kysely plugins installed on every tenant's instance (e.g. `CamelCasePlugin`). */
+  readonly plugins?: KyselyPlugin[]
+  /** Kysely's `log` option: levels to log, or a function called for each query. */
+  readonly log?: LogConfig
+  /** How many tenant instances `getDb` keeps (least recently used are dropped; they own no connections). Default 1000. */
+  readonly maxInstances?: number
+}
+
+export interface KyselyAdapter<DB> {
+  /**
+   * The Kysely database of one org: synchronous and cached. The org id is validated now (InvalidTenantIdError);
+   * its secret and pool are resolved by the first query, which rejects if that fails.
+   */
+  getDb(orgId: string): Kysely<DB>
+}
+
+// The adapter subclasses these and relies on their methods (see the README's "Kysely internals"); fail
+// at setup rather than on the first transaction if a Kysely release changed them.
+const REQUIRED_METHODS: ReadonlyArray<readonly [string, object, readonly string[]]> = [
+  [
+    'Kysely',
+    Kysely.prototype,
+    ['transaction', 'startTransaction', 'connection', 'withPlugin', 'withoutPlugins', 'withSchema', 'withTables', 'destroy', 'getExecutor'],
+  ],
+  ['Transaction', Transaction.prototype, ['transaction', 'withPlugin', 'withoutPlugins', 'withSchema', 'withTables']],
+]
+
+function assertSupportedKysely(): void {
+  for (const [name, prototype, methods] of REQUIRED_METHODS) {
+    const missing = methods.filter((method) => typeof Reflect.get(prototype, method) !== 'function')
+    if (missing.length > 0) {
+      throw new InvalidOptionsError(
+        `@hyperconn/kysely does not support this version of kysely: ${name}.prototype lacks ${missing.join(', ')}. ` +
+          'Install a kysely version within the peerDependencies range of @hyperconn/kysely.',
+      )
+    }
+  }
+}
+
+function createDb<DB>(tenant: Tenant, options: KyselyAdapterOptions): Kysely<DB> {
+  const driver = new TenantDriver(tenant)
+  const dialect = new TenantDialect(driver)
+  const config: { -readonly [K in keyof KyselyConfig]: KyselyConfig[K] } = { dialect }
+  if (options.plugins !== undefined) config.plugins = [...options.plugins]
+  if (options.log !== undefined) config.log = options.log
+  // Kysely builds the executor (plugins, logging, lazy driver init); every routed instance reuses it.
+  const executor = new Kysely<DB>(config).getExecutor()
+  return new TenantKysely<DB>({ tenant, props: { config, dialect, driver, executor } }, executor)
+}
+
+/**
+ * Kysely for every org of one registry service. All instances run on the registry's pools and share
+ * core's transaction context: inside `db.transaction().execute(fn)`, `tenant.transaction(fn)` or any
+ * other adapter's transaction, `getDb(orgId)` queries run in that transaction without passing `trx` down.
+ */
+export function createKyselyAdapter<DB>(registry: Registry, options: KyselyAdapterOptions): KyselyAdapter<DB> {
+  assertSupportedKysely()
+  const { service, maxInstances } = options
+  if (typeof service !== 'string') {
+    throw new InvalidOptionsError('createKyselyAdapter(registry, { service }): service must be one of the registry\'s services.')
+  }
+  if (maxInstances !== undefined && !(Number.isSafeInteger(maxInstances) && maxInstances >= 1)) {
+    throw new InvalidOptionsError(`maxInstances must be a positive integer; got ${String(maxInstances)}.`)
+  }
+  const cache = new InstanceCache<Kysely<DB>>(
+    // registry.tenant validates org id and service synchronously; nothing is cached or fetched if it throws.
+    (orgId) => createDb<DB>(registry.tenant(orgId, service), options),
+    maxInstances,
+  )
+  return Object.freeze({
+    getDb: (orgId: string): Kysely<DB> => cache.get(orgId),
+  })
+}

@@ -1,0 +1,168 @@
+import type { Tenant, TenantConnection } from '@hyperconn/core'
+import { TransactionPropagationError } from '@hyperconn/core'
+import { PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler } from 'kysely'
+import type {
+  CompiledQuery,
+  DatabaseConnection,
+  DatabaseIntrospector,
+  Dialect,
+  DialectAdapter,
+  Driver,
+  Kysely,
+  QueryCompiler,
+  QueryResult,
+} from 'kysely'
+
+/** Query results that report a row count to Kysely, as in Kysely's own PostgresConnection. */
+const COUNTED_COMMANDS: ReadonlySet<string> = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE'])
+
+// Core may hand out the same error object more than once (a broken transaction's error); extend it once.
+const extendedErrors = new WeakSet<object>()
+
+/** Appends the caller's stack, like Kysely's `extendStackTrace`, so errors point at the query builder call. */
+function withCallerStack(error: unknown): unknown {
+  if (!(error instanceof Error) || typeof error.stack !== 'string' || extendedErrors.has(error)) return error
+  const caller = new Error().stack
+  if (caller !== undefined) error.stack += `\n${caller.split('\n').slice(1).join('\n')}`
+  extendedErrors.add(error)
+  return error
+}
+
+/**
+ * One `tenant.acquire()` handle seen as a Kysely connection. Core decided at acquire time whether it is
+ * the transaction's connection or a pooled one; this object only remembers that handle so that
+ * `releaseConnection` gives back exactly it.
+ */
+export class TenantDatabaseConnection implements DatabaseConnection {
+  readonly #connection: TenantConnection
+
+  constructor(connection: TenantConnection) {
+    this.#connection = connection
+  }
+
+  /** True when this is the connection of the transaction active where it was acquired. */
+  get inTransaction(): boolean {
+    return this.#connection.inTransaction
+  }
+
+  get processID(): number | undefined {
+    return this.#connection.processID
+  }
+
+  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    try {
+      const { command, rowCount, rows } = await this.#connection.query(compiledQuery.sql, [...compiledQuery.parameters])
+      // Same mapping as Kysely's PostgresConnection. pg has no "changed" count distinct from the affected
+      // count (that is MySQL's changedRows), so numChangedRows stays unset as it does there.
+      return COUNTED_COMMANDS.has(command)
+        ? { numAffectedRows: BigInt(rowCount ?? 0), rows: (rows as R[] | undefined) ?? [] }
+        : { rows: (rows as R[] | undefined) ?? [] }
+    } catch (error) {
+      throw withCallerStack(error)
+    }
+  }
+
+  // TenantConnection.query takes text or a QueryConfig and awaits a result; a pg-cursor Submittable would
+  // keep reading after the query "finished", interleaving with other statements of a shared transaction.
+  streamQuery<R>(_compiledQuery: CompiledQuery, _chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
+    const error = new Error(
+      '@hyperconn/kysely does not support .stream() yet: @hyperconn/core cannot run a pg-cursor on a tenant connection. ' +
+        'Page through the rows instead (keyset pagination with .where(...).orderBy(...).limit(n)), or use ' +
+        'registry.getPool(service, orgId) with pg-cursor directly, outside transactions.',
+    )
+    const iterator: AsyncIterableIterator<QueryResult<R>> = {
+      next: () => Promise.reject(error),
+      [Symbol.asyncIterator]: () => iterator,
+    }
+    return iterator
+  }
+
+  release(): void {
+    this.#connection.release()
+  }
+}
+
+function nativeTransaction(operation: string): TransactionPropagationError {
+  return new TransactionPropagationError(
+    `Kysely tried to run ${operation} through @hyperconn/kysely's driver. Native Kysely transactions would bypass the ` +
+      'shared transaction context, so they are refused. Use db.transaction().execute(fn) on a database from getDb(orgId) ' +
+      '(or on an instance derived from it), or registry.tenant(orgId).transaction(fn).',
+  )
+}
+
+/**
+ * Kysely driver over one tenant of the registry: every connection comes from `tenant.acquire()`, which
+ * joins the tenant's active transaction of the current async context or leases a pooled connection.
+ * The driver owns nothing: `destroy()` cannot end a registry pool.
+ */
+export class TenantDriver implements Driver {
+  readonly #tenant: Tenant
+
+  constructor(tenant: Tenant) {
+    this.#tenant = tenant
+  }
+
+  async init(): Promise<void> {}
+
+  async acquireConnection(): Promise<DatabaseConnection> {
+    return new TenantDatabaseConnection(await this.#tenant.acquire())
+  }
+
+  releaseConnection(connection: DatabaseConnection): Promise<void> {
+    ;(connection as TenantDatabaseConnection).release()
+    return Promise.resolve()
+  }
+
+  // Backstop: every Kysely instance the adapter hands out routes transactions into core, so reaching
+  // these means a new Kysely code path created a plain instance (see the README's version notes).
+  beginTransaction(): Promise<void> {
+    return Promise.reject(nativeTransaction('BEGIN'))
+  }
+
+  commitTransaction(): Promise<void> {
+    return Promise.reject(nativeTransaction('COMMIT'))
+  }
+
+  rollbackTransaction(): Promise<void> {
+    return Promise.reject(nativeTransaction('ROLLBACK'))
+  }
+
+  savepoint(): Promise<void> {
+    return Promise.reject(nativeTransaction('SAVEPOINT'))
+  }
+
+  rollbackToSavepoint(): Promise<void> {
+    return Promise.reject(nativeTransaction('ROLLBACK TO SAVEPOINT'))
+  }
+
+  releaseSavepoint(): Promise<void> {
+    return Promise.reject(nativeTransaction('RELEASE SAVEPOINT'))
+  }
+
+  async destroy(): Promise<void> {}
+}
+
+/** Kysely's PostgreSQL compiler, adapter and introspector around a `TenantDriver`. */
+export class TenantDialect implements Dialect {
+  readonly #driver: TenantDriver
+
+  constructor(driver: TenantDriver) {
+    this.#driver = driver
+  }
+
+  createDriver(): Driver {
+    return this.#driver
+  }
+
+  createQueryCompiler(): QueryCompiler {
+    return new PostgresQueryCompiler()
+  }
+
+  createAdapter(): DialectAdapter {
+    return new PostgresAdapter()
+  }
+
+  createIntrospector(db: Kysely<any>): DatabaseIntrospector {
+    return new PostgresIntrospector(db)
+  }
+}

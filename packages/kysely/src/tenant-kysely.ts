@@ -1,0 +1,221 @@
+import type { IsolationLevel as CoreIsolationLevel, Tenant, TransactionOptions } from '@hyperconn/core'
+import { InvalidOptionsError, TransactionPropagationError } from '@hyperconn/core'
+import { ConnectionBuilder, Kysely, Transaction, TransactionBuilder, validateTransactionSettings } from 'kysely'
+import type {
+  AccessMode,
+  ConnectionProvider,
+  DrainOuterGeneric,
+  IsolationLevel,
+  KyselyPlugin,
+  KyselyProps,
+  QueryExecutor,
+  TransactionSettings,
+} from 'kysely'
+import { TransactionBinding } from './transaction-binding.js'
+
+/** What every instance derived from one `getDb(orgId)` database shares. */
+export interface TenantKyselyContext {
+  readonly tenant: Tenant
+  /** Props of the root instance; `executor` is the one whose connections follow the async context. */
+  readonly props: KyselyProps
+}
+
+type Propagation = 'required' | 'nested'
+
+// PostgreSQL runs READ UNCOMMITTED as READ COMMITTED; core knows only the levels PostgreSQL implements.
+const ISOLATION_LEVELS: Readonly<Partial<Record<IsolationLevel, CoreIsolationLevel>>> = {
+  'read uncommitted': 'read committed',
+  'read committed': 'read committed',
+  'repeatable read': 'repeatable read',
+  serializable: 'serializable',
+}
+
+function transactionOptions(settings: TransactionSettings, propagation: Propagation): TransactionOptions {
+  validateTransactionSettings(settings)
+  const options: TransactionOptions = { propagation }
+  if (settings.isolationLevel !== undefined) {
+    const level = ISOLATION_LEVELS[settings.isolationLevel]
+    if (level === undefined) {
+      throw new InvalidOptionsError(
+        `Isolation level "${settings.isolationLevel}" does not exist in PostgreSQL. Use "read committed", "repeatable read" or "serializable".`,
+      )
+    }
+    options.isolationLevel = level
+  }
+  if (settings.accessMode !== undefined) options.readOnly = settings.accessMode === 'read only'
+  return options
+}
+
+function controlledTransaction(): TransactionPropagationError {
+  return new TransactionPropagationError(
+    'db.startTransaction() is not supported by @hyperconn/kysely: a controlled transaction has no callback, so there is ' +
+      'no async context that Drizzle, Knex, tenant.query or getDb(orgId) could share it through. Use ' +
+      'db.transaction().execute(async (trx) => ...) (nested trx.transaction().execute(...) runs in a savepoint), or ' +
+      'registry.tenant(orgId).transaction(fn, options).',
+  )
+}
+
+/**
+ * `db.transaction()`: same builder API as Kysely's, but `execute` runs the callback in
+ * `tenant.transaction()`, so every adapter and `tenant.query` in it share the transaction.
+ */
+class CoreTransactionBuilder<DB> extends TransactionBuilder<DB> {
+  readonly #context: TenantKyselyContext
+  readonly #executor: QueryExecutor
+  /** Where the transaction's connections come from: the context-following executor, or the parent trx's binding. */
+  readonly #provider: ConnectionProvider
+  readonly #parent: TransactionBinding | undefined
+  readonly #settings: TransactionSettings
+
+  constructor(
+    context: TenantKyselyContext,
+    executor: QueryExecutor,
+    provider: ConnectionProvider,
+    parent: TransactionBinding | undefined,
+    settings: TransactionSettings,
+  ) {
+    super({ ...context.props, executor, ...settings })
+    this.#context = context
+    this.#executor = executor
+    this.#provider = provider
+    this.#parent = parent
+    this.#settings = settings
+  }
+
+  override setAccessMode(accessMode: AccessMode): TransactionBuilder<DB> {
+    return this.#with({ ...this.#settings, accessMode })
+  }
+
+  override setIsolationLevel(isolationLevel: IsolationLevel): TransactionBuilder<DB> {
+    return this.#with({ ...this.#settings, isolationLevel })
+  }
+
+  override async execute<T>(callback: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
+    // A db instance joins the context's transaction ('required'); a trx instance asks for a savepoint,
+    // as the ORMs' own nested transaction() calls do in every hyperconn adapter.
+    const parent = this.#parent
+    const options = transactionOptions(this.#settings, parent === undefined ? 'required' : 'nested')
+    const { tenant } = this.#context
+    if (parent !== undefined) await parent.assertCurrent(tenant)
+    return tenant.transaction(async () => {
+      const binding = await TransactionBinding.capture(tenant, this.#provider)
+      const trx = new TenantTransaction<DB>(this.#context, this.#executor.withConnectionProvider(binding), binding)
+      try {
+        return await callback(trx)
+      } finally {
+        binding.close()
+      }
+    }, options)
+  }
+
+  #with(settings: TransactionSettings): CoreTransactionBuilder<DB> {
+    return new CoreTransactionBuilder<DB>(this.#context, this.#executor, this.#provider, this.#parent, settings)
+  }
+}
+
+/** `db.connection().execute(fn)`: pins one connection for `fn`, handing it a routed instance. */
+class RoutedConnectionBuilder<DB> extends ConnectionBuilder<DB> {
+  readonly #context: TenantKyselyContext
+
+  constructor(context: TenantKyselyContext, executor: QueryExecutor) {
+    super({ ...context.props, executor })
+    this.#context = context
+  }
+
+  override execute<T>(callback: (db: Kysely<DB>) => Promise<T>): Promise<T> {
+    return super.execute((db) => callback(new TenantKysely<DB>(this.#context, db.getExecutor())))
+  }
+}
+
+/**
+ * The database `getDb(orgId)` returns, and every instance derived from it: Kysely's `withSchema`,
+ * `withPlugin`, `withoutPlugins` and `withTables` build a plain `new Kysely(...)`, so they are
+ * overridden to keep the transaction routing; only the executor of Kysely's result is reused.
+ */
+export class TenantKysely<DB> extends Kysely<DB> {
+  readonly #context: TenantKyselyContext
+
+  constructor(context: TenantKyselyContext, executor: QueryExecutor) {
+    super({ ...context.props, executor })
+    this.#context = context
+  }
+
+  override transaction(): TransactionBuilder<DB> {
+    return new CoreTransactionBuilder<DB>(this.#context, this.getExecutor(), this.#context.props.executor, undefined, {})
+  }
+
+  override startTransaction(): never {
+    throw controlledTransaction()
+  }
+
+  override connection(): ConnectionBuilder<DB> {
+    return new RoutedConnectionBuilder<DB>(this.#context, this.getExecutor())
+  }
+
+  override withPlugin(plugin: KyselyPlugin): Kysely<DB> {
+    return this.#derive(super.withPlugin(plugin))
+  }
+
+  override withoutPlugins(): Kysely<DB> {
+    return this.#derive(super.withoutPlugins())
+  }
+
+  override withSchema(schema: string): Kysely<DB> {
+    return this.#derive(super.withSchema(schema))
+  }
+
+  override withTables<T extends Record<string, Record<string, any>>>(): Kysely<DrainOuterGeneric<DB & T>> {
+    return this.#derive(super.withTables<T>())
+  }
+
+  /** The registry owns the pools; an instance has nothing to release, and stays usable (getDb caches it). */
+  override async destroy(): Promise<void> {}
+
+  #derive<D>(plain: Kysely<D>): Kysely<D> {
+    return new TenantKysely<D>(this.#context, plain.getExecutor())
+  }
+}
+
+/**
+ * The `trx` of `db.transaction().execute(fn)`: a Kysely `Transaction` whose queries find the transaction
+ * through the async context (like every other adapter) and refuse to run anywhere else. `trx.transaction()`
+ * opens a savepoint; derived instances stay in the transaction.
+ */
+export class TenantTransaction<DB> extends Transaction<DB> {
+  readonly #context: TenantKyselyContext
+  readonly #binding: TransactionBinding
+
+  constructor(context: TenantKyselyContext, executor: QueryExecutor, binding: TransactionBinding) {
+    super({ ...context.props, executor })
+    this.#context = context
+    this.#binding = binding
+  }
+
+  override transaction(): TransactionBuilder<DB> {
+    return new CoreTransactionBuilder<DB>(this.#context, this.getExecutor(), this.#binding, this.#binding, {})
+  }
+
+  override startTransaction(): never {
+    throw controlledTransaction()
+  }
+
+  override withPlugin(plugin: KyselyPlugin): Transaction<DB> {
+    return this.#derive(super.withPlugin(plugin))
+  }
+
+  override withoutPlugins(): Transaction<DB> {
+    return this.#derive(super.withoutPlugins())
+  }
+
+  override withSchema(schema: string): Transaction<DB> {
+    return this.#derive(super.withSchema(schema))
+  }
+
+  override withTables<T extends Record<string, Record<string, any>>>(): Transaction<DrainOuterGeneric<DB & T>> {
+    return this.#derive(super.withTables<T>())
+  }
+
+  #derive<D>(plain: Transaction<D>): Transaction<D> {
+    return new TenantTransaction<D>(this.#context, plain.getExecutor(), this.#binding)
+  }
+}
