@@ -1,0 +1,267 @@
+/**
+ * `pnpm demo`: starts PostgreSQL, a local Secrets Manager endpoint, three tenant databases and the shop,
+ * then drives a scripted scenario over HTTP and checks every expectation explicitly. Exit code 0 only if
+ * all of them held; everything it started is stopped again, also on failure and on Ctrl-C.
+ */
+import { randomBytes } from 'node:crypto'
+import { isDeepStrictEqual } from 'node:util'
+import { CleanupStack } from './cleanup-stack.js'
+import { createShopClient } from './shop-client.js'
+import type { ShopClient } from './shop-client.js'
+import type { ShopEnvironment } from './shop-environment.js'
+
+// The SDK warns on every Node < 22 start that *future* releases will need Node 22: noise in a narrated demo.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+
+const startedAt = performance.now()
+const cleanup = new CleanupStack()
+let failedChecks = 0
+let interrupted = false
+const interruption = new AbortController()
+/** Start-up in progress: a signal waits for it, so that what it started is known and can be stopped. */
+let startup: Promise<unknown> = Promise.resolve()
+
+const say = (line: string): void => console.log(`  ${line}`)
+const section = (title: string): void => console.log(`\n▸ ${title}`)
+
+function check(ok: boolean, label: string): boolean {
+  console.log(`  ${ok ? '✓' : '✗'} ${label}`)
+  if (!ok) failedChecks++
+  return ok
+}
+
+interface Snapshot {
+  orders: number
+  audit: number
+  stock: Record<string, number>
+  customers: string[]
+  orderIds: number[]
+}
+
+/** What one tenant sees through the API: the three tables, read by the three ORMs. */
+async function snapshot(client: ShopClient, orgId: string): Promise<Snapshot> {
+  const [orders, audit, stock] = await Promise.all([client.orders(orgId), client.audit(orgId), client.stock(orgId)])
+  if (orders.status !== 200 || audit.status !== 200 || stock.status !== 200) {
+    throw new Error(`reading ${orgId} failed: HTTP ${orders.status}/${audit.status}/${stock.status}`)
+  }
+  return {
+    orders: orders.body.orders.length,
+    audit: audit.body.entries.length,
+    stock: Object.fromEntries(stock.body.stock.map((item) => [item.sku, item.quantity])),
+    customers: orders.body.orders.map((order) => order.customer),
+    orderIds: orders.body.orders.map((order) => order.id),
+  }
+}
+
+const describe = (s: Snapshot): string =>
+  `orders ${s.orders}, audit ${s.audit}, stock ${Object.entries(s.stock).map(([sku, n]) => `${sku}=${n}`).join(' ')}`
+
+function skuWithStock(s: Snapshot, atLeast: number): string {
+  const sku = Object.keys(s.stock).sort().find((k) => (s.stock[k] ?? 0) >= atLeast)
+  if (sku === undefined) throw new Error(`no product with at least ${atLeast} in stock: ${describe(s)}`)
+  return sku
+}
+
+/**
+ * The app's modules (ORMs, AWS SDK, Fastify) take seconds to load on a busy machine; they are imported
+ * only after the signal handlers below are installed, so that an early Ctrl-C still ends cleanly.
+ */
+async function loadApp() {
+  const [config, environment, app, registry] = await Promise.all([
+    import('./shop-config.js'),
+    import('./shop-environment.js'),
+    import('./shop-app.js'),
+    import('./shop-registry.js'),
+  ])
+  return { ...config, ...environment, ...app, ...registry }
+}
+
+async function scenario(): Promise<void> {
+  console.log('hyperconn demo: a multi-tenant shop; Drizzle, Kysely and Knex in one transaction per order')
+  const { readShopConfig, startShopEnvironment, createShopApp, shopSecretName } = await loadApp()
+  const config = readShopConfig()
+  const [tenantA, tenantB, tenantC] = config.tenants
+  if (tenantA === undefined || tenantB === undefined) throw new Error('the demo needs at least two tenants')
+
+  section(config.mode === 'local' ? 'Setting up (local: embedded PostgreSQL + local Secrets Manager)' : 'Setting up (AWS Secrets Manager)')
+  let env: ShopEnvironment | undefined
+  let baseUrl = ''
+  startup = (async () => {
+    env = await startShopEnvironment(config, { onStep: say, signal: interruption.signal })
+    cleanup.defer('environment', () => env?.close())
+    const app = createShopApp({ registry: env.registry })
+    cleanup.defer('HTTP server', () => app.close())
+    baseUrl = await app.http.listen({ host: '127.0.0.1', port: 0 })
+  })()
+  await startup
+  if (env === undefined || interrupted) return
+  const { registry, local } = env
+  say(`shop listening on ${baseUrl}: orders via Drizzle, stock via Kysely, audit log via Knex`)
+
+  // Source-agnostic count of secret look-ups (works against real AWS too); the fake endpoint double-checks.
+  const secretFetches = new Map<string, number>()
+  registry.on('secret:fetch', ({ secretName }) => secretFetches.set(secretName, (secretFetches.get(secretName) ?? 0) + 1))
+  const totalFetches = (): number => [...secretFetches.values()].reduce((a, b) => a + b, 0)
+
+  const client = createShopClient(baseUrl)
+  check((await client.health()).status === 200, 'GET /health → 200')
+  const initialC = tenantC === undefined ? undefined : await snapshot(client, tenantC)
+
+  section('Orders: one transaction across Drizzle, Kysely and Knex')
+  const beforeA = await snapshot(client, tenantA)
+  const skuA = skuWithStock(beforeA, 2)
+  const placedA = await client.placeOrder(tenantA, { customer: 'Wile E. Coyote', items: [{ sku: skuA, quantity: 2 }] })
+  check(placedA.status === 201, `${tenantA}: POST /orders 2 × ${skuA} → ${placedA.status}, order #${placedA.body.order?.id}`)
+  const afterA = await snapshot(client, tenantA)
+  check(
+    afterA.orders === beforeA.orders + 1 &&
+      afterA.audit === beforeA.audit + 1 &&
+      afterA.stock[skuA] === (beforeA.stock[skuA] ?? 0) - 2,
+    `${tenantA}: orders ${beforeA.orders}→${afterA.orders} (Drizzle), ${skuA} ${beforeA.stock[skuA]}→${afterA.stock[skuA]} (Kysely), audit ${beforeA.audit}→${afterA.audit} (Knex)`,
+  )
+
+  const beforeB = await snapshot(client, tenantB)
+  const skuB = skuWithStock(beforeB, 1)
+  const placedB = await client.placeOrder(tenantB, { customer: 'Hank Scorpio', items: [{ sku: skuB, quantity: 1 }] })
+  check(placedB.status === 201, `${tenantB}: POST /orders 1 × ${skuB} → ${placedB.status}, order #${placedB.body.order?.id}`)
+  const afterB = await snapshot(client, tenantB)
+  check(
+    afterB.orders === beforeB.orders + 1 &&
+      afterB.audit === beforeB.audit + 1 &&
+      afterB.stock[skuB] === (beforeB.stock[skuB] ?? 0) - 1,
+    `${tenantB}: orders ${beforeB.orders}→${afterB.orders}, ${skuB} ${beforeB.stock[skuB]}→${afterB.stock[skuB]}, audit ${beforeB.audit}→${afterB.audit}`,
+  )
+
+  section('A failing order rolls back all three writes')
+  // Two lines, processed in SKU order: the first one's stock update succeeds inside the transaction,
+  // the second one cannot be served, so that real Kysely write (and Drizzle's order row) must vanish.
+  const skus = Object.keys(afterA.stock).sort()
+  const first = skus.find((sku, i) => i < skus.length - 1 && (afterA.stock[sku] ?? 0) >= 1)
+  const second = first === undefined ? undefined : skus[skus.indexOf(first) + 1]
+  if (first === undefined || second === undefined) throw new Error(`${tenantA} needs two products: ${describe(afterA)}`)
+  const tooMany = (afterA.stock[second] ?? 0) + 1
+  const rejected = await client.placeOrder(tenantA, {
+    customer: 'Wile E. Coyote',
+    items: [{ sku: first, quantity: 1 }, { sku: second, quantity: tooMany }],
+  })
+  check(
+    rejected.status === 409 && rejected.body.error === 'insufficient_stock',
+    `${tenantA}: POST /orders 1 × ${first} + ${tooMany} × ${second} → ${rejected.status} ${rejected.body.error}: ${rejected.body.message}`,
+  )
+  say(`inside its transaction: order row inserted (Drizzle), 1 × ${first} taken (Kysely), then ${second} refused → ROLLBACK`)
+  const afterFailure = await snapshot(client, tenantA)
+  say(`before: ${describe(afterA)}`)
+  say(`after:  ${describe(afterFailure)}`)
+  check(afterFailure.orders === afterA.orders, `no order row left behind (Drizzle): ${afterA.orders} → ${afterFailure.orders}`)
+  check(
+    isDeepStrictEqual(afterFailure.stock, afterA.stock),
+    `stock unchanged, including the ${first} taken before the failure (Kysely): ${afterA.stock[first]} → ${afterFailure.stock[first]}`,
+  )
+  check(afterFailure.audit === afterA.audit, `no audit entry (Knex): ${afterA.audit} → ${afterFailure.audit}`)
+
+  section('Tenants never see each other\'s rows')
+  const nowB = await snapshot(client, tenantB)
+  check(
+    afterFailure.customers.includes('Wile E. Coyote') && !afterFailure.customers.includes('Hank Scorpio'),
+    `${tenantA} sees only its own orders (${afterFailure.customers.join(', ')})`,
+  )
+  check(
+    nowB.customers.includes('Hank Scorpio') && !nowB.customers.includes('Wile E. Coyote'),
+    `${tenantB} sees only its own orders (${nowB.customers.join(', ')})`,
+  )
+  check(isDeepStrictEqual(nowB, afterB), `${tenantB}'s orders, stock and audit untouched by ${tenantA}'s orders (${describe(nowB)})`)
+  const sharedIds = afterFailure.orderIds.filter((id) => nowB.orderIds.includes(id))
+  if (sharedIds.length > 0) say(`both have an order #${sharedIds.join(', #')}: separate databases, separate sequences`)
+  if (tenantC !== undefined && initialC !== undefined) {
+    const nowC = await snapshot(client, tenantC)
+    check(isDeepStrictEqual(nowC, initialC), `${tenantC} untouched (${describe(nowC)})`)
+  }
+
+  section('Bad and unknown tenants')
+  const poolsBefore = (await client.stats()).body.pools.count
+  const fetchesBefore = totalFetches()
+  const missing = await client.orders(undefined)
+  check(missing.status === 400 && missing.body.error === 'missing_tenant', `no x-org-id → ${missing.status}: ${missing.body.message}`)
+  const invalid = await client.orders('../../etc/passwd')
+  check(invalid.status === 400 && invalid.body.error === 'invalid_tenant', `x-org-id: ../../etc/passwd → ${invalid.status}: ${invalid.body.message}`)
+  check(
+    (await client.stats()).body.pools.count === poolsBefore && totalFetches() === fetchesBefore,
+    'neither created a pool nor asked the secret source',
+  )
+  const unknown = `umbrella-${randomBytes(3).toString('hex')}`
+  const secretName = shopSecretName(config.project, unknown)
+  const unknown1 = await client.orders(unknown)
+  const unknown2 = await client.stock(unknown)
+  check(
+    unknown1.status === 404 && unknown2.status === 404 && unknown2.body.error === 'unknown_tenant',
+    `x-org-id: ${unknown} twice → ${unknown1.status}, ${unknown2.status}: ${unknown2.body.message}`,
+  )
+  check(secretFetches.get(secretName) === 1, `secret "${secretName}" looked up once for two requests (negative cache)`)
+  if (local !== undefined) {
+    const calls = local.secretsManager.getSecretValueCalls(secretName)
+    check(calls === 1, `the Secrets Manager endpoint received ${calls} GetSecretValue for it`)
+  }
+  check((await client.stats()).body.pools.count === poolsBefore, `still ${poolsBefore} pools: none for the unknown tenant`)
+
+  section('Registry stats (GET /stats)')
+  const stats = (await client.stats()).body
+  say(`pools: ${stats.pools.count} open (${stats.tenants.map((t) => t.orgId).sort().join(', ')}), ${stats.pools.created} created, ${stats.evictions.total} evicted`)
+  say(`connections: ${stats.connections.total} open, ${stats.connections.idle} idle, ${stats.connections.waiting} waiting`)
+  const cache = stats.secretCache
+  say(`secret cache: ${cache.entries} entries, ${cache.fetches} fetches, ${cache.hits} hits, ${cache.misses} misses, ${cache.negativeHits} negative hits`)
+  if (local !== undefined) say(`GetSecretValue calls received by the endpoint: ${local.secretsManager.getSecretValueCalls()}`)
+  check(stats.pools.count === config.tenants.length, `one pool per known tenant (${config.tenants.length})`)
+}
+
+let finishing: Promise<never> | undefined
+
+/** Stops everything (idempotent) and exits. */
+function finish(code: number): Promise<never> {
+  finishing ??= (async () => {
+    section('Cleaning up')
+    const problems = await cleanup.run()
+    for (const problem of problems) console.error(`  ✗ ${problem.message}`)
+    if (problems.length === 0) say('HTTP server, registry, Secrets Manager endpoint and PostgreSQL stopped; temp data removed')
+    const seconds = ((performance.now() - startedAt) / 1000).toFixed(1)
+    const ok = code === 0 && problems.length === 0
+    const outcome = ok ? 'demo passed' : interrupted ? 'demo interrupted' : 'demo FAILED'
+    console.log(`\n${outcome} in ${seconds} s`)
+    return process.exit(ok ? 0 : code === 0 ? 1 : code)
+  })()
+  return finishing
+}
+
+let interruptedAt = 0
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  // `on`, not `once`: while we listen, the testkit's own signal hook leaves the exit to us.
+  process.on(signal, () => {
+    if (interrupted) {
+      // One Ctrl-C can arrive twice (from the terminal, and relayed by a wrapper); only a later one means "now".
+      if (performance.now() - interruptedAt > 2_000) process.exit(130)
+      return
+    }
+    interrupted = true
+    interruptedAt = performance.now()
+    interruption.abort()
+    console.log(`\n${signal} received: stopping`)
+    void startup.then(
+      () => finish(130),
+      (error: unknown) => {
+        // Start-up stopped what it had started; report only if that went wrong.
+        if (error instanceof AggregateError) console.error(`  ✗ ${error.message}`)
+        return finish(130)
+      },
+    )
+  })
+}
+
+try {
+  await scenario()
+  if (!interrupted && failedChecks > 0) console.error(`\n${failedChecks} expectation(s) failed`)
+  if (!interrupted) await finish(failedChecks === 0 ? 0 : 1)
+} catch (error) {
+  if (!interrupted) {
+    console.error('\n  ✗ the demo stopped with an error:', error)
+    await finish(1)
+  }
+}

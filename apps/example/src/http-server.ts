@@ -1,0 +1,83 @@
+import Fastify from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { Registry } from '@hyperconn/core'
+import { toHttpError } from './http-errors.js'
+import type { PlaceOrderInput, ShopService } from './shop-service.js'
+import { orgIdFromHeaders } from './tenant-header.js'
+
+export interface HttpServerOptions {
+  shop: ShopService
+  registry: Registry
+  /** Fastify's pino logger: true in the long-running server, off in the demo and tests. */
+  logger: boolean
+}
+
+const SKU = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,63}$' } as const
+
+const placeOrderSchema = {
+  body: {
+    type: 'object',
+    required: ['customer', 'items'],
+    additionalProperties: false,
+    properties: {
+      customer: { type: 'string', minLength: 1, maxLength: 200 },
+      items: {
+        type: 'array',
+        minItems: 1,
+        maxItems: 50,
+        items: {
+          type: 'object',
+          required: ['sku', 'quantity'],
+          additionalProperties: false,
+          properties: { sku: SKU, quantity: { type: 'integer', minimum: 1, maximum: 10_000 } },
+        },
+      },
+    },
+  },
+} as const
+
+/** HTTP only: reads the tenant, calls the shop service, maps errors. */
+export function createHttpServer(options: HttpServerOptions): FastifyInstance {
+  const { shop, registry } = options
+  const app = Fastify({ logger: options.logger })
+
+  /** Validated before any database work: a bad header never reaches the secret source or creates a pool. */
+  const tenantOf = (request: FastifyRequest): string => {
+    const orgId = orgIdFromHeaders(request.headers)
+    shop.assertTenantId(orgId)
+    return orgId
+  }
+
+  app.setErrorHandler((error, request, reply) => {
+    const mapped = toHttpError(error)
+    if (mapped.unexpected) request.log.error({ err: error }, 'request failed')
+    return reply.status(mapped.status).send(mapped.body)
+  })
+
+  // close() ends the connections idle at that moment; one whose request is still running would then stay
+  // open until its keep-alive timeout (72 s): answer those with `Connection: close` instead.
+  let closing = false
+  app.addHook('preClose', async () => {
+    closing = true
+  })
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close')
+    return payload
+  })
+
+  app.get('/health', () => ({ status: 'ok' }))
+
+  // Plain JSON by contract: pool, connection and secret-cache counters, no secrets.
+  app.get('/stats', () => registry.stats())
+
+  app.post<{ Body: PlaceOrderInput }>('/orders', { schema: placeOrderSchema }, async (request, reply) => {
+    const placed = await shop.placeOrder(tenantOf(request), request.body)
+    return reply.status(201).send(placed)
+  })
+
+  app.get('/orders', async (request) => ({ orders: await shop.listOrders(tenantOf(request)) }))
+  app.get('/stock', async (request) => ({ stock: await shop.listStock(tenantOf(request)) }))
+  app.get('/audit', async (request) => ({ entries: await shop.listAudit(tenantOf(request)) }))
+
+  return app
+}

@@ -1,0 +1,76 @@
+/**
+ * The long-running service: `pnpm --filter @hyperconn/example start`. Local mode by default (embedded
+ * PostgreSQL + local Secrets Manager endpoint); HYPERCONN_SECRETS=aws for the real thing (see README.md).
+ */
+import type { Logger } from '@hyperconn/core'
+import type { ShopApp } from './shop-app.js'
+import type { ShopEnvironment } from './shop-environment.js'
+
+const port = Number(process.env.PORT ?? 3000)
+const host = process.env.HOST ?? '127.0.0.1'
+
+// The registry exists before Fastify's logger does: forward to it once the app is up, warnings to stderr until then.
+let target: Logger | undefined
+const registryLogger: Logger = {
+  debug: (obj, msg) => target?.debug(obj, msg),
+  info: (obj, msg) => target?.info(obj, msg),
+  warn: (obj, msg) => (target ? target.warn(obj, msg) : console.warn(msg, obj)),
+  error: (obj, msg) => (target ? target.error(obj, msg) : console.error(msg, obj)),
+}
+
+let env: ShopEnvironment | undefined
+let app: ShopApp | undefined
+const aborted = new AbortController()
+let startup: Promise<void> = Promise.resolve()
+let stopping: Promise<void> | undefined
+
+/** Graceful: in-flight requests finish, then the registry drains its pools, then local services stop. */
+function stop(code: number): Promise<void> {
+  stopping ??= (async () => {
+    aborted.abort()
+    await startup.catch(() => {}) // whatever start-up started must be known before it can be stopped
+    try {
+      await app?.close()
+      await env?.close()
+    } catch (error) {
+      console.error('shutdown was not clean:', error)
+      code ||= 1
+    }
+    process.exit(code)
+  })()
+  return stopping
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  // While we listen, the testkit's signal hook leaves the exit (after our graceful stop) to us.
+  process.on(signal, () => void stop(0))
+}
+
+startup = (async () => {
+  // Loaded after the signal handlers: a Ctrl-C during the (slow) module loading still ends cleanly.
+  const [{ readShopConfig }, { startShopEnvironment }, { createShopApp }] = await Promise.all([
+    import('./shop-config.js'),
+    import('./shop-environment.js'),
+    import('./shop-app.js'),
+  ])
+  const config = readShopConfig()
+  env = await startShopEnvironment(config, {
+    logger: registryLogger,
+    onStep: (step) => console.log(`· ${step}`),
+    signal: aborted.signal,
+  })
+  app = createShopApp({ registry: env.registry, logger: true })
+  target = app.http.log
+  const address = await app.http.listen({ port, host })
+  console.log(`shop ready on ${address}; tenants: ${config.tenants.join(', ')}`)
+  console.log(`  curl -s -H 'x-org-id: ${config.tenants[0] ?? 'acme'}' ${address}/stock`)
+})()
+
+try {
+  await startup
+} catch (error) {
+  if (!aborted.signal.aborted) {
+    console.error('start-up failed:', error)
+    await stop(1)
+  }
+}

@@ -1,0 +1,50 @@
+import type { AuditEntry } from './audit-repository.js'
+import type { StockItem } from './inventory-repository.js'
+import type { Order } from './orders-table.js'
+import type { PlacedOrder, PlaceOrderInput } from './shop-service.js'
+import { TENANT_HEADER } from './tenant-header.js'
+import type { RegistryStats } from '@hyperconn/core'
+
+export interface ShopResponse<T> {
+  status: number
+  /** The JSON body: `T` on success, `{ error, message }` otherwise (check `status` first). */
+  body: T
+}
+
+/** JSON-over-fetch client for the shop's HTTP API; the demo drives the service through it. */
+export interface ShopClient {
+  health(): Promise<ShopResponse<{ status: string }>>
+  stats(): Promise<ShopResponse<RegistryStats>>
+  /** `orgId` undefined sends no tenant header at all. */
+  placeOrder(orgId: string | undefined, input: PlaceOrderInput): Promise<ShopResponse<PlacedOrder & ErrorBody>>
+  orders(orgId: string | undefined): Promise<ShopResponse<{ orders: Order[] } & ErrorBody>>
+  stock(orgId: string | undefined): Promise<ShopResponse<{ stock: StockItem[] } & ErrorBody>>
+  audit(orgId: string | undefined): Promise<ShopResponse<{ entries: AuditEntry[] } & ErrorBody>>
+}
+
+export interface ErrorBody {
+  error?: string
+  message?: string
+}
+
+export function createShopClient(baseUrl: string): ShopClient {
+  const call = async <T>(method: 'GET' | 'POST', path: string, orgId?: string, body?: unknown): Promise<ShopResponse<T>> => {
+    const headers: Record<string, string> = {}
+    if (orgId !== undefined) headers[TENANT_HEADER] = orgId
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    const response = await fetch(new URL(path, baseUrl), {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    })
+    return { status: response.status, body: (await response.json()) as T }
+  }
+  return {
+    health: () => call('GET', '/health'),
+    stats: () => call('GET', '/stats'),
+    placeOrder: (orgId, input) => call('POST', '/orders', orgId, input),
+    orders: (orgId) => call('GET', '/orders', orgId),
+    stock: (orgId) => call('GET', '/stock', orgId),
+    audit: (orgId) => call('GET', '/audit', orgId),
+  }
+}
