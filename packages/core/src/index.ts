@@ -23,7 +23,7 @@ export { fileSecrets } from './file-secret-source.js'
 export type { SecretSource, SecretValue } from './secret-source.js'
 export type { SecretCacheStats, SecretFetchOutcome } from './secret-cache.js'
 
-export { currentTransactionInfo, isInTransaction } from './transaction-context.js'
+export { bindTransaction, currentTransactionInfo, isInTransaction, TransactionBinding } from './transaction-context.js'
 export type { TransactionInfo, TransactionStatus } from './transaction-state.js'
 export type {
   IsolationLevel,

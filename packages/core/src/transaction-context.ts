@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
-import { ContextConflictError } from './hyperconn-error.js'
+import { ContextConflictError, TransactionPropagationError } from './hyperconn-error.js'
 import type { TenantKey } from './tenant-types.js'
-import type { TransactionInfo, TransactionScope } from './transaction-state.js'
+import type { TransactionInfo, TransactionScope, TransactionState } from './transaction-state.js'
 
 /**
  * The value of the one AsyncLocalStorage: service → orgId → the scope queries of that tenant run in.
@@ -104,4 +104,47 @@ export function isInTransaction(key: TenantKey): boolean {
  */
 export function currentTransactionInfo(key: TenantKey): TransactionInfo | undefined {
   return currentScope(key)?.info()
+}
+
+/**
+ * Ties an ORM's transaction object (Drizzle `tx`, Kysely or Knex `trx`) to the transaction it was
+ * handed for. Adapters take one when they create that object and check it before each of its queries,
+ * so a kept handle can never run in another transaction or silently autocommit.
+ */
+export class TransactionBinding {
+  readonly #state: TransactionState
+  readonly #key: TenantKey
+
+  constructor(key: TenantKey, state: TransactionState) {
+    this.#key = key
+    this.#state = state
+  }
+
+  get transactionId(): number {
+    return this.#state.id
+  }
+
+  /**
+   * Throws `TransactionClosedError` once the transaction ended, and `TransactionPropagationError` when
+   * the current async context is not inside it (another transaction via `requires_new`, `not_supported`,
+   * or unrelated code holding on to the handle).
+   */
+  assertCurrent(): void {
+    const state = this.#state
+    if (!state.runnable) throw state.closedError()
+    const scope = currentScope(this.#key)
+    if (scope === undefined || scope.tx !== state || !scope.active) {
+      throw new TransactionPropagationError(
+        `A transaction object of service "${this.#key.service}", org "${this.#key.orgId}" was used outside its transaction ` +
+          '(in another transaction, in a not_supported scope, or from code that kept it). Use getDb(orgId) or the ' +
+          'tenant to follow the current context, or do the work inside the callback that received the object.',
+      )
+    }
+  }
+}
+
+/** A binding to this tenant's active transaction in the current context, or undefined when there is none. */
+export function bindTransaction(key: TenantKey): TransactionBinding | undefined {
+  const scope = currentScope(key)
+  return scope?.active === true ? new TransactionBinding(key, scope.tx) : undefined
 }

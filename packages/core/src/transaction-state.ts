@@ -26,7 +26,11 @@ export interface TransactionInfo {
   readonly readOnly: boolean | undefined
   /** Backend process id of the transaction's connection, for diagnostics. */
   readonly processID: number | undefined
+  /** Unique per transaction in this process; savepoints share their transaction's id. */
+  readonly transactionId: number
 }
+
+let nextTransactionId = 1
 
 type QueryInput = string | QueryConfig
 
@@ -57,6 +61,7 @@ function asError(error: unknown): Error {
 export class TransactionState {
   readonly key: TenantKey
   readonly root: TransactionScope
+  readonly id = nextTransactionId++
   readonly #access: TenantPoolAccess
   readonly #lease: PoolLease
   #status: TransactionStatus = 'active'
@@ -403,6 +408,7 @@ export class TransactionScope {
       isolationLevel: this.tx.isolationLevel,
       readOnly: this.tx.readOnly,
       processID: this.tx.processID,
+      transactionId: this.tx.id,
     }
   }
 }
