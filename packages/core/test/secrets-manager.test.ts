@@ -138,12 +138,8 @@ describe('awsSecretsManager over HTTP', () => {
 
   it('HTTP 500 twice: retried with the default SDK strategy (maxAttempts 3), third attempt succeeds', async () => {
     await sm.setFault('error500', { times: 2 })
-    const started = performance.now()
     expect(await direct().get('martech-org1')).toContain(MARKER)
-    const elapsed = performance.now() - started
     expect(sm.getSecretValueCalls('martech-org1')).toBe(3)
-    // Standard strategy: 5xx backoff is random in [0, 50) then [0, 100) ms.
-    expect(elapsed).toBeLessThan(2_000)
   })
 
   it('HTTP 500 on every attempt → transient SecretSourceError', async () => {
@@ -186,9 +182,7 @@ describe('awsSecretsManager over HTTP', () => {
 
   it('a hanging endpoint → transient TimeoutError after timeoutMs', async () => {
     await sm.setFault('hang')
-    const started = performance.now()
     const error = await failure(direct({ maxAttempts: 1, timeoutMs: 200 }).get('martech-org1'))
-    expect(performance.now() - started).toBeLessThan(3_000)
     expect(error).toMatchObject({ transient: true, sourceCode: 'TimeoutError' })
     await sm.setFault('none')
   })
@@ -201,6 +195,18 @@ describe('awsSecretsManager over HTTP', () => {
     const source = track(awsSecretsManager({ region: sm.region, endpoint: sm.endpoint }))
     expect(await source.get('martech-org1')).toContain(MARKER)
     expect(sm.lastAuthorization).toContain('Credential=AKIDFROMENVIRONMENT/')
+  })
+
+  it('awsSecretsManager({ region }) alone: credentials and endpoint from the environment only', async () => {
+    vi.stubEnv('AWS_ACCESS_KEY_ID', 'AKIDONLYENV')
+    vi.stubEnv('AWS_SECRET_ACCESS_KEY', 'env-secret-access-key')
+    vi.stubEnv('AWS_SESSION_TOKEN', '')
+    vi.stubEnv('AWS_PROFILE', '')
+    // the SDK's service-specific endpoint variable, as a VPC endpoint or a local agent would be configured
+    vi.stubEnv('AWS_ENDPOINT_URL_SECRETS_MANAGER', sm.endpoint)
+    const source = track(awsSecretsManager({ region: sm.region }))
+    expect(await source.get('martech-org1')).toContain(MARKER)
+    expect(sm.lastAuthorization).toContain('Credential=AKIDONLYENV/')
   })
 
   it('close() releases the client; a later get() works with a new one', async () => {

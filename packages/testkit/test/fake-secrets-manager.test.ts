@@ -83,12 +83,17 @@ describe('fake Secrets Manager wire protocol', () => {
     await expect(call(fake, 'GetSecretValue', { SecretId: 's' })).rejects.toThrow()
   })
 
-  it('delays answers by setDelay', async () => {
+  it('delays answers by setDelay: a delayed answer arrives after an undelayed one sent later', async () => {
     await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
-    fake.setDelay(150)
-    const started = performance.now()
-    expect((await call(fake, 'GetSecretValue', { SecretId: 's' })).status).toBe(200)
-    expect(performance.now() - started).toBeGreaterThanOrEqual(140)
+    const order: string[] = []
+    fake.setDelay(300)
+    const slow = call(fake, 'GetSecretValue', { SecretId: 's' }).then((r) => order.push(`slow ${r.status}`))
+    // the delay is read when a request arrives: wait until the slow one is counted, then drop the delay
+    while (fake.calls('GetSecretValue') === 0) await new Promise((resolve) => setImmediate(resolve))
+    fake.setDelay(0)
+    await call(fake, 'GetSecretValue', { SecretId: 's' }).then((r) => order.push(`fast ${r.status}`))
+    await slow
+    expect(order).toEqual(['fast 200', 'slow 200'])
   })
 
   it('keeps working under vi.useFakeTimers (the delay uses the real clock)', async () => {
