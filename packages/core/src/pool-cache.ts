@@ -9,9 +9,14 @@ import type { TenantKey } from './tenant-types.js'
 export interface PoolEntry {
   readonly key: TenantKey
   readonly pool: TenantPool
+  /** Resolved once, handed to every cache hit: `getPool` allocates nothing on the hot path. */
+  readonly resolved: Promise<TenantPool>
   /** Secret strings of this tenant, for redacting errors. */
   redactions: readonly string[]
+  /** Coarse time of last use (refreshed by the sweeper and on releases); for idle eviction. */
   lastUsedAt: number
+  /** Use sequence number; for least-recently-used ordering. */
+  lastUse: number
   /** `acquire()` calls still waiting for a client: the pool must not end under them. */
   pendingLeases: number
   /** Clients checked out of this pool right now (pool `acquire`/`release` events). */
@@ -47,6 +52,10 @@ export class PoolCache {
   readonly #hooks: PoolCacheHooks
   #size = 0
   #pendingCount = 0
+  // Date.now() per lookup was a third of getPool's cost: recency is a counter, time is refreshed by the
+  // sweeper and on releases, so a pool may be ended up to one sweep interval after idleTtlMs, never before.
+  #tick = 0
+  #coarseNow: number
   #sweeper: TimerHandle | undefined
   readonly evictions: Record<EvictionReason, number> = { idle: 0, lru: 0, manual: 0, rotation: 0, close: 0 }
   created = 0
@@ -55,6 +64,18 @@ export class PoolCache {
     this.#options = options
     this.#clock = clock
     this.#hooks = hooks
+    this.#coarseNow = clock.now()
+  }
+
+  /** Current time for bookkeeping, refreshing the coarse clock. */
+  now(): number {
+    return (this.#coarseNow = this.#clock.now())
+  }
+
+  /** Marks an entry used now (off the hot path: on release of a client). */
+  touch(entry: PoolEntry): void {
+    entry.lastUsedAt = this.now()
+    entry.lastUse = ++this.#tick
   }
 
   get size(): number {
@@ -68,7 +89,10 @@ export class PoolCache {
   /** Hot path: a cached pool, touched for LRU. */
   peek(service: string, orgId: string): PoolEntry | undefined {
     const entry = this.#entries.get(service)?.get(orgId)
-    if (entry) entry.lastUsedAt = this.#clock.now()
+    if (entry !== undefined) {
+      entry.lastUsedAt = this.#coarseNow
+      entry.lastUse = ++this.#tick
+    }
     return entry
   }
 
@@ -94,6 +118,7 @@ export class PoolCache {
     // Room is made before and after the async part: concurrent creations may have filled the cap meanwhile.
     this.#makeRoom()
     const entry = await this.#hooks.create(key)
+    this.touch(entry)
     try {
       this.#makeRoom()
     } catch (error) {
@@ -115,7 +140,7 @@ export class PoolCache {
       for (const byOrg of this.#entries.values()) {
         for (const entry of byOrg.values()) {
           if (isBusy(entry)) continue
-          if (!victim || entry.lastUsedAt < victim.lastUsedAt) victim = entry
+          if (!victim || entry.lastUse < victim.lastUse) victim = entry
         }
       }
       if (!victim) throw new PoolCapacityError(this.#options.maxPools)
@@ -149,7 +174,7 @@ export class PoolCache {
 
   /** Ends pools unused for `idleTtlMs`; runs on the sweeper timer and may be called directly. */
   sweep(): number {
-    const cutoff = this.#clock.now() - this.#options.idleTtlMs
+    const cutoff = this.now() - this.#options.idleTtlMs - this.#options.sweepIntervalMs
     let evicted = 0
     for (const byOrg of [...this.#entries.values()]) {
       for (const entry of [...byOrg.values()]) {

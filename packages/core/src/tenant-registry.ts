@@ -98,9 +98,13 @@ export class Registry implements AsyncDisposable {
   }
 
   /** The tenant's pool: cached, created once for concurrent callers, never ended under a caller. */
-  async getPool(service: string, orgId: string): Promise<TenantPool> {
+  getPool(service: string, orgId: string): Promise<TenantPool> {
     const entry = this.#pools.peek(service, orgId)
-    if (entry && !this.#closing) return entry.pool
+    if (entry !== undefined && this.#closing === undefined) return entry.resolved
+    return this.#getPoolSlow(service, orgId)
+  }
+
+  async #getPoolSlow(service: string, orgId: string): Promise<TenantPool> {
     return (await this.#entry(this.#key(service, orgId))).pool
   }
 
@@ -256,7 +260,8 @@ export class Registry implements AsyncDisposable {
   }
 
   async #acquire(key: TenantKey): Promise<PoolLease> {
-    let entry = await this.#entry(key)
+    let entry = this.#pools.peek(key.service, key.orgId)
+    if (entry === undefined || entry.retired || this.#closing !== undefined) entry = await this.#entry(key)
     let client: PoolClient | undefined
     for (let attempt = 0; client === undefined; attempt++) {
       const current = entry
@@ -278,14 +283,13 @@ export class Registry implements AsyncDisposable {
         current.onMaybeIdle?.()
       }
     }
-    const owner = entry
     let released = false
     return {
       client,
       release: (destroy?: Error | boolean) => {
         if (released) return
         released = true
-        owner.lastUsedAt = this.#options.clock.now()
+        // the pool's 'release' listener marks the entry used
         client.release(destroy)
       },
     }
@@ -319,19 +323,20 @@ export class Registry implements AsyncDisposable {
     const connectionString = bundle.connectionString(secretKey)
     this.#assertOpen()
     const config = this.#poolConfig(key, connectionString, secretName, secretKey)
+    const pool = new TenantPool(key, config, () => this.#acquire(key).then((lease) => lease.client))
     const entry: PoolEntry = {
       key,
-      pool: undefined as unknown as TenantPool,
+      pool,
+      resolved: Promise.resolve(pool),
       redactions: bundle.secretValues(),
       lastUsedAt: this.#options.clock.now(),
+      lastUse: 0,
       pendingLeases: 0,
       checkedOut: new Set(),
       retired: false,
       ended: undefined,
       onMaybeIdle: undefined,
     }
-    const pool = new TenantPool(key, config, () => this.#acquire(key).then((lease) => lease.client))
-    ;(entry as { pool: TenantPool }).pool = pool
     this.#watch(entry)
     this.#events.emit('pool:create', { service: key.service, orgId: key.orgId })
     this.#options.logger.debug({ service: key.service, orgId: key.orgId, target: describeConnectionString(connectionString) }, 'hyperconn: pool created')
@@ -347,13 +352,17 @@ export class Registry implements AsyncDisposable {
     }
     config.application_name ??= `hyperconn:${key.service}`
     // Resolved per physical connection, so a rotated password is picked up without rebuilding the pool.
+    let known = { fingerprint: '', password: parsed.password ?? '' }
     config.password = async () => {
       try {
         const bundle = await this.#secrets.get(secretName)
-        return parseConnectionString(bundle.connectionString(secretKey)).password ?? ''
+        if (bundle.fingerprint !== known.fingerprint) {
+          known = { fingerprint: bundle.fingerprint, password: parseConnectionString(bundle.connectionString(secretKey)).password ?? '' }
+        }
       } catch {
-        return parsed.password ?? ''
+        // the source is failing and nothing stale is left: try the password the pool was built with
       }
+      return known.password
     }
     return config
   }
@@ -380,7 +389,7 @@ export class Registry implements AsyncDisposable {
     })
     pool.on('release', (_error, client) => {
       entry.checkedOut.delete(client)
-      entry.lastUsedAt = this.#options.clock.now()
+      this.#pools.touch(entry)
       entry.onMaybeIdle?.()
     })
     pool.on('remove', () => entry.onMaybeIdle?.())
