@@ -39,6 +39,6 @@ function start<T>(task: () => Promise<T>): Promise<T> {
   try {
     return task()
   } catch (error) {
-    return Promise.reject(error)
+    return Promise.reject(error instanceof Error ? error : new Error(String(error)))
   }
 }
