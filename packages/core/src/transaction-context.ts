@@ -133,7 +133,9 @@ export class TransactionBinding {
     const state = this.#state
     if (!state.runnable) throw state.closedError()
     const scope = currentScope(this.#key)
-    if (scope === undefined || scope.tx !== state || !scope.active) {
+    // An ended scope of this same transaction (a released savepoint, or work left over while COMMIT runs)
+    if (scope !== undefined && scope.tx === state && !scope.active) throw scope.closedError()
+    if (scope === undefined || scope.tx !== state) {
       throw new TransactionPropagationError(
         `A transaction object of service "${this.#key.service}", org "${this.#key.orgId}" was used outside its transaction ` +
           '(in another transaction, in a not_supported scope, or from code that kept it). Use getDb(orgId) or the ' +

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks'
 import { testDatabase } from '@hyperconn/testkit/vitest'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
@@ -56,5 +57,23 @@ describe('TransactionBinding', () => {
       }, { propagation: 'not_supported' })
     })
     expect(() => kept?.assertCurrent()).toThrow(TransactionClosedError)
+  })
+})
+
+describe('TransactionBinding in an ended scope of its own transaction', () => {
+  it('reports TransactionClosedError for work left over from a released savepoint', async () => {
+    await using reg = registry()
+    const tenant = reg.tenant('o1', 'core')
+    await tenant.transaction(async () => {
+      const binding = bindTransaction(tenant) as TransactionBinding
+      let leftover: (() => void) | undefined
+      await tenant.transaction(async () => {
+        // runs later, but in the savepoint's async context
+        leftover = AsyncResource.bind(() => binding.assertCurrent())
+      }, { propagation: 'nested' })
+      expect(() => leftover?.()).toThrow(TransactionClosedError)
+      // in the transaction's own, still active context the binding is fine
+      expect(() => binding.assertCurrent()).not.toThrow()
+    })
   })
 })
