@@ -1,9 +1,9 @@
-import { InstanceCache, InvalidOptionsError, isInTransaction, TransactionClosedError } from '@hyperconn/core'
-import type { Registry, Tenant, TransactionOptions } from '@hyperconn/core'
-import { is } from 'drizzle-orm'
-import type { Casing, DrizzleConfig, ExtractTablesWithRelations, Logger } from 'drizzle-orm'
+import { bindTransaction, InstanceCache, InvalidOptionsError, TransactionClosedError } from '@hyperconn/core'
+import type { Registry, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
+import { DefaultLogger, is } from 'drizzle-orm'
+import type { Casing, DrizzleConfig, ExtractTablesWithRelations, Logger, RelationalSchemaConfig } from 'drizzle-orm'
 import { drizzle, NodePgSession, NodePgTransaction } from 'drizzle-orm/node-postgres'
-import type { NodePgClient, NodePgDatabase } from 'drizzle-orm/node-postgres'
+import type { NodePgClient, NodePgDatabase, NodePgSessionOptions } from 'drizzle-orm/node-postgres'
 import { PgDialect } from 'drizzle-orm/pg-core'
 import type { PgTransactionConfig } from 'drizzle-orm/pg-core'
 import type { QueryConfig, QueryResult } from 'pg'
@@ -69,29 +69,37 @@ class TenantQueryClient {
   }
 }
 
-function outsideTransaction(tenant: Tenant): TransactionClosedError {
-  return new TransactionClosedError(
-    `this Drizzle transaction object (tx) of service "${tenant.service}", org "${tenant.orgId}" was used outside its transaction ` +
-      '(the transaction has ended, or this code does not run inside its callback); use getDb(orgId) for work outside it',
-  )
+/**
+ * Core's rule for a transaction object, as a value: the error to reject with (TransactionClosedError,
+ * TransactionPropagationError, or a broken connection's error), or undefined when it may run here.
+ */
+function refusal(binding: TransactionBinding): Error | undefined {
+  try {
+    binding.assertCurrent()
+    return undefined
+  } catch (error) {
+    return error as Error
+  }
 }
 
 /**
- * The client of the `tx` object. Same routing as TenantQueryClient, but it refuses to autocommit:
- * a tx used where no transaction of its tenant is active (after it ended, or stashed and used
- * elsewhere) rejects with TransactionClosedError instead of silently running outside it.
+ * The client of one transaction's `tx` object. Same routing as TenantQueryClient, but every query
+ * first checks core's binding to that transaction: a `tx` used after its transaction ended rejects
+ * with TransactionClosedError, and one used where the current async context is not inside its
+ * transaction (another transaction, a not_supported scope, code that kept it) rejects with
+ * TransactionPropagationError. Inside its own transaction and savepoints it follows the context.
  */
 class TransactionQueryClient extends TenantQueryClient {
-  readonly #tenant: Tenant
+  readonly #binding: TransactionBinding
 
-  constructor(tenant: Tenant) {
+  constructor(tenant: Pick<Tenant, 'query'>, binding: TransactionBinding) {
     super(tenant)
-    this.#tenant = tenant
+    this.#binding = binding
   }
 
   override query(config: QueryInput, values?: unknown[]): Promise<QueryResult> {
-    if (!isInTransaction(this.#tenant)) return Promise.reject(outsideTransaction(this.#tenant))
-    return super.query(config, values)
+    const refused = refusal(this.#binding)
+    return refused === undefined ? super.query(config, values) : Promise.reject(refused)
   }
 }
 
@@ -124,12 +132,24 @@ function assertDrizzleShape(config: DrizzleConfig<any>): void {
   if (!is(session, NodePgSession)) throw unsupportedDrizzle('db._.session is not a NodePgSession')
   // Every query must reach our client: NodePgPreparedQuery calls session.client.query(config, params).
   if (Reflect.get(session, 'client') !== probe) throw unsupportedDrizzle('the session does not hold the client passed to drizzle()')
-  dialectOf(db)
+  const dialect = dialectOf(db)
   if (typeof db.transaction !== 'function' || !Object.isExtensible(db)) throw unsupportedDrizzle('db.transaction cannot be replaced')
   const proto: unknown = NodePgTransaction.prototype
   for (const method of ['rollback', 'setTransaction', 'transaction']) {
     if (typeof Reflect.get(proto as object, method) !== 'function') throw unsupportedDrizzle(`NodePgTransaction has no ${method}()`)
   }
+  // Each transaction's tx gets its own session on a bound client (see BoundTransaction).
+  const txSession = new NodePgSession(asClient(probe), dialect, undefined, {})
+  if (Reflect.get(txSession, 'client') !== probe) throw unsupportedDrizzle('NodePgSession does not hold the client it was given')
+  if (new NodePgTransaction(dialect, txSession, undefined)._.session !== txSession) {
+    throw unsupportedDrizzle('NodePgTransaction does not run on the session it was given')
+  }
+}
+
+/** Drizzle's own logger setting, as drizzle() turns it into the session's logger. */
+function sessionOptions(logger: boolean | Logger | undefined): NodePgSessionOptions {
+  if (logger === true) return { logger: new DefaultLogger() }
+  return logger === undefined || logger === false ? {} : { logger }
 }
 
 const NESTED: TransactionOptions = Object.freeze({ propagation: 'nested' })
@@ -157,45 +177,73 @@ function transactionOptions(config: PgTransactionConfig | undefined): Transactio
   return options
 }
 
-/**
- * One `tx` object per tenant, shared by every transaction and savepoint of that tenant: it carries
- * no connection, its queries find the transaction through the async context. Built on a second
- * drizzle session whose client is a TransactionQueryClient.
- */
-function createTransactionHandle<TSchema extends Record<string, unknown>>(
-  tenant: Tenant,
-  config: DrizzleConfig<TSchema>,
-): DrizzleTransaction<TSchema> {
-  const txDb = drizzle({ ...config, client: asClient(new TransactionQueryClient(tenant)) })
-  const schema = txDb._.schema
-  const tx = new NodePgTransaction<TSchema, ExtractTablesWithRelations<TSchema>>(
-    dialectOf(txDb),
-    txDb._.session,
-    schema === undefined ? undefined : { fullSchema: txDb._.fullSchema, schema, tableNamesMap: txDb._.tableNamesMap },
-  )
-  // Drizzle's own version sends SAVEPOINT through the client; core's 'nested' also serialises the
-  // parent's queries and tracks failures. rollback() stays drizzle's: it throws TransactionRollbackError.
-  tx.transaction = <T>(fn: (inner: DrizzleTransaction<TSchema>) => Promise<T>): Promise<T> => {
-    // Without this check, 'nested' would BEGIN a fresh transaction for a tx used outside its own.
-    if (!isInTransaction(tenant)) return Promise.reject(outsideTransaction(tenant))
-    return tenant.transaction(() => fn(tx), NESTED)
+/** What every `tx` of one tenant database is built from: that database's dialect, schema and logger. */
+interface TransactionShape<TSchema extends Record<string, unknown>> {
+  readonly tenant: Tenant
+  readonly dialect: PgDialect
+  readonly schema: RelationalSchemaConfig<ExtractTablesWithRelations<TSchema>> | undefined
+  readonly options: NodePgSessionOptions
+}
+
+/** The binding to the transaction whose callback is being entered: 'required' and 'nested' always run it inside one. */
+function bindCurrent(tenant: Tenant): TransactionBinding {
+  const binding = bindTransaction(tenant)
+  if (binding === undefined) {
+    // Only when the transaction being joined ended before its callback could start.
+    throw new TransactionClosedError(
+      `the transaction for service "${tenant.service}", org "${tenant.orgId}" ended before the db.transaction callback started`,
+    )
   }
-  return tx
+  return binding
+}
+
+/**
+ * The `tx` of one transaction: a drizzle NodePgTransaction on its own session, whose client checks the
+ * transaction's binding before each query. `tx.transaction(fn)` opens a savepoint through core and
+ * hands `fn` this same `tx` (savepoints belong to the transaction). Drizzle's own version would send
+ * SAVEPOINT through the client; core's 'nested' also serialises the parent's queries and tracks
+ * failures. rollback() stays drizzle's: it throws TransactionRollbackError.
+ */
+class BoundTransaction<TSchema extends Record<string, unknown>> extends NodePgTransaction<
+  TSchema,
+  ExtractTablesWithRelations<TSchema>
+> {
+  readonly #tenant: Tenant
+  readonly #binding: TransactionBinding
+
+  constructor(shape: TransactionShape<TSchema>, binding: TransactionBinding) {
+    const client = asClient(new TransactionQueryClient(shape.tenant, binding))
+    super(shape.dialect, new NodePgSession(client, shape.dialect, shape.schema, shape.options), shape.schema)
+    this.#tenant = shape.tenant
+    this.#binding = binding
+  }
+
+  override transaction<T>(fn: (inner: DrizzleTransaction<TSchema>) => Promise<T>): Promise<T> {
+    // Checked first: outside its transaction, 'nested' would BEGIN (or nest in) another one.
+    const refused = refusal(this.#binding)
+    return refused === undefined ? this.#tenant.transaction(() => fn(this), NESTED) : Promise.reject(refused)
+  }
 }
 
 /** The tenant-bound database: drizzle on a TenantQueryClient, with `transaction` routed to core. */
 function createTenantDb<TSchema extends Record<string, unknown>>(
   tenant: Tenant,
   config: DrizzleConfig<TSchema>,
+  options: NodePgSessionOptions,
 ): NodePgDatabase<TSchema> {
   const db: NodePgDatabase<TSchema> = drizzle({ ...config, client: asClient(new TenantQueryClient(tenant)) })
-  // Built on first use: tenants that never open a transaction don't pay for a second session.
-  let tx: DrizzleTransaction<TSchema> | undefined
+  const schema = db._.schema
+  const shape: TransactionShape<TSchema> = {
+    tenant,
+    dialect: dialectOf(db),
+    schema: schema === undefined ? undefined : { fullSchema: db._.fullSchema, schema, tableNamesMap: db._.tableNamesMap },
+    options,
+  }
   // async: a bad config rejects like every other transaction error instead of throwing synchronously.
   db.transaction = async <T>(fn: (tx: DrizzleTransaction<TSchema>) => Promise<T>, txConfig?: PgTransactionConfig): Promise<T> => {
-    const options = transactionOptions(txConfig)
-    const handle = (tx ??= createTransactionHandle(tenant, config))
-    return await tenant.transaction(() => fn(handle), options)
+    const txOptions = transactionOptions(txConfig)
+    // One tx per transaction, bound when its callback is entered (a joined callback binds to the joined one).
+    return await tenant.transaction(() => fn(new BoundTransaction(shape, bindCurrent(tenant))), txOptions)
   }
   return db
 }
@@ -222,8 +270,12 @@ export function createDrizzleAdapter<TSchema extends Record<string, unknown> = R
   if (options.casing !== undefined) config.casing = options.casing
   if (options.logger !== undefined) config.logger = options.logger
   assertDrizzleShape(config)
+  const txSessionOptions = sessionOptions(options.logger)
 
   // registry.tenant() validates synchronously; a throw leaves nothing in the cache.
-  const instances = new InstanceCache((orgId) => createTenantDb(registry.tenant(orgId, service), config), maxInstances)
+  const instances = new InstanceCache(
+    (orgId) => createTenantDb(registry.tenant(orgId, service), config, txSessionOptions),
+    maxInstances,
+  )
   return Object.freeze({ getDb: (orgId: string) => instances.get(orgId) })
 }

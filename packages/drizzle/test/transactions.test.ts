@@ -1,5 +1,6 @@
 import {
   createRegistry,
+  currentTransactionInfo,
   InvalidOptionsError,
   staticSecrets,
   TransactionClosedError,
@@ -161,6 +162,21 @@ describe('db.transaction', () => {
     expect(await userNames(admin)).toEqual(['joined'])
   })
 
+  it('logs queries of tx and of savepoints with the configured logger', async () => {
+    const { registry } = setup()
+    await using _ = registry
+    const logged: string[] = []
+    const { getDb } = createDrizzleAdapter(registry, { service: 'core', schema, logger: { logQuery: (query) => logged.push(query) } })
+    await getDb('org1').transaction(async (tx) => {
+      await tx.insert(users).values({ name: 'logged' })
+      await tx.transaction(async (inner) => {
+        await inner.query.users.findMany()
+      })
+    })
+    expect(logged.some((q) => q.startsWith('insert into "users"'))).toBe(true)
+    expect(logged.some((q) => q.startsWith('select') && q.includes('"users"'))).toBe(true)
+  })
+
   it('leaves other tenants outside the transaction, on their own pools', async () => {
     const { registry, db, getDb } = setup()
     await using _ = registry
@@ -240,18 +256,21 @@ describe('nested transactions (savepoints)', () => {
   })
 })
 
-describe('the shared tx object', () => {
-  it('keeps concurrent transactions of one tenant apart', async () => {
+describe('a tx is bound to its own transaction', () => {
+  it('keeps concurrent transactions of one tenant apart, each with its own tx', async () => {
     const { registry, db } = setup()
     await using _ = registry
     let undone: WhereAmI | undefined
+    const handles: DrizzleTransaction<Schema>[] = []
     const [committed, rolledBack] = await Promise.allSettled([
       db.transaction(async (tx) => {
+        handles.push(tx)
         await tx.insert(users).values({ name: 'a' })
         await new Promise((resolve) => setTimeout(resolve, 20))
         return whereAmI(tx)
       }),
       db.transaction(async (tx) => {
+        handles.push(tx)
         await tx.insert(users).values({ name: 'b' })
         await new Promise((resolve) => setTimeout(resolve, 10))
         undone = await whereAmI(tx)
@@ -260,6 +279,8 @@ describe('the shared tx object', () => {
     ])
     expect(committed.status).toBe('fulfilled')
     expect(rolledBack.status).toBe('rejected')
+    expect(handles).toHaveLength(2)
+    expect(handles[0]).not.toBe(handles[1])
     const kept = (committed as PromiseFulfilledResult<WhereAmI>).value
     expect(undone?.txid).toBeDefined()
     expect(undone?.txid).not.toBe(kept.txid)
@@ -268,18 +289,117 @@ describe('the shared tx object', () => {
   })
 
   it('used inside a savepoint callback, the outer tx runs in the savepoint (no deadlock)', async () => {
-    const { registry, db } = setup()
+    const { registry, db, tenant } = setup()
     await using _ = registry
     await db.transaction(async (tx) => {
       await tx.insert(users).values({ name: 'outer' })
+      const outer = await whereAmI(tx)
       await tx
-        .transaction(async () => {
+        .transaction(async (inner) => {
+          expect(inner).toBe(tx)
+          expect(currentTransactionInfo(tenant)?.depth).toBe(1)
+          expect(await whereAmI(tx)).toEqual(outer)
           await tx.insert(users).values({ name: 'in-savepoint' })
+          // Nested savepoints opened from the outer tx inside the savepoint stack below it.
+          await tx.transaction(async () => {
+            expect(currentTransactionInfo(tenant)?.depth).toBe(2)
+            await tx.insert(users).values({ name: 'in-savepoint-2' })
+          })
           throw new Error('undo the savepoint')
         })
         .catch(() => {})
+      await tx.insert(users).values({ name: 'after' })
     })
-    expect(await userNames(admin)).toEqual(['outer'])
+    expect(await userNames(admin)).toEqual(['outer', 'after'])
+    expectNoLeaks(registry)
+  })
+
+  it('the outer tx used inside requires_new rejects with TransactionPropagationError and writes nothing', async () => {
+    const { registry, db, tenant } = setup()
+    await using _ = registry
+    await expect(
+      db.transaction(async (tx) => {
+        const outer = await whereAmI(tx)
+        await tx.insert(users).values({ name: 'outer' })
+        await tenant.transaction(
+          async () => {
+            const error = await rejection(tx.insert(users).values({ name: 'outer-tx-in-inner' }))
+            expect(error).toBeInstanceOf(DrizzleQueryError)
+            expect((error as Error).cause).toBeInstanceOf(TransactionPropagationError)
+            expect((await rejection(tx.execute(sql`select 1`)) as Error).cause).toBeInstanceOf(TransactionPropagationError)
+            // A savepoint from it there would land in the inner transaction: refused as well.
+            await expect(tx.transaction(async () => 1)).rejects.toBeInstanceOf(TransactionPropagationError)
+            // getDb(orgId) follows the context: the inner transaction, on another connection.
+            const inner = await whereAmI(db)
+            expect(inner.txid).not.toBe(outer.txid)
+            await db.insert(users).values({ name: 'inner-db' })
+          },
+          { propagation: 'requires_new' },
+        )
+        // The refusal did not fail the outer transaction: back in it, tx works.
+        expect(await whereAmI(tx)).toEqual(outer)
+        throw new Error('roll back the outer')
+      }),
+    ).rejects.toThrow('roll back the outer')
+    expect(await userNames(admin)).toEqual(['inner-db'])
+    expectNoLeaks(registry)
+  })
+
+  it('the outer tx used inside not_supported rejects with TransactionPropagationError instead of autocommitting', async () => {
+    const { registry, db, tenant } = setup()
+    await using _ = registry
+    await db.transaction(async (tx) => {
+      await tenant.transaction(
+        async () => {
+          const error = await rejection(tx.insert(users).values({ name: 'autocommit?' }))
+          expect((error as Error).cause).toBeInstanceOf(TransactionPropagationError)
+          expect((await rejection(tx.query.users.findMany()) as Error).cause).toBeInstanceOf(TransactionPropagationError)
+          await expect(tx.transaction(async () => 1)).rejects.toBeInstanceOf(TransactionPropagationError)
+          await db.insert(users).values({ name: 'db-autocommit' })
+          expect(await userNames(admin)).toEqual(['db-autocommit'])
+        },
+        { propagation: 'not_supported' },
+      )
+      await tx.insert(users).values({ name: 'in-tx' })
+    })
+    expect(await userNames(admin)).toEqual(['db-autocommit', 'in-tx'])
+  })
+
+  it('a tx from a joined db.transaction is bound to the transaction it joined', async () => {
+    const { registry, db, tenant } = setup()
+    await using _ = registry
+    await tenant.transaction(async () => {
+      const outer = await whereAmI(db)
+      let joined: DrizzleTransaction<Schema> | undefined
+      await db.transaction(async (tx) => {
+        joined = tx
+        expect(await whereAmI(tx)).toEqual(outer)
+      })
+      // Same transaction, still active here: the joined tx keeps working in it.
+      const tx = joined as DrizzleTransaction<Schema>
+      expect(await whereAmI(tx)).toEqual(outer)
+      await tx.insert(users).values({ name: 'joined-later' })
+    })
+    expect(await userNames(admin)).toEqual(['joined-later'])
+  })
+
+  it('a tx kept from an ended transaction does not join a later transaction of the same org', async () => {
+    const { registry, db } = setup()
+    await using _ = registry
+    let kept: DrizzleTransaction<Schema> | undefined
+    await db.transaction(async (tx) => {
+      kept = tx
+      await tx.insert(users).values({ name: 'first' })
+    })
+    const stale = kept as DrizzleTransaction<Schema>
+    await db.transaction(async (tx) => {
+      expect(tx).not.toBe(stale)
+      const error = await rejection(stale.insert(users).values({ name: 'stale' }))
+      expect((error as Error).cause).toBeInstanceOf(TransactionClosedError)
+      await expect(stale.transaction(async () => 1)).rejects.toBeInstanceOf(TransactionClosedError)
+      await tx.insert(users).values({ name: 'second' })
+    })
+    expect(await userNames(admin)).toEqual(['first', 'second'])
   })
 })
 
@@ -446,7 +566,7 @@ describe('use after the transaction ended', () => {
     expectNoLeaks(registry)
   })
 
-  it('rejects a tx that was stashed and used outside any transaction, instead of autocommitting', async () => {
+  it('rejects a kept tx used after its transaction ended with TransactionClosedError, instead of autocommitting', async () => {
     const { registry, db } = setup()
     await using _ = registry
     let stashed: DrizzleTransaction<Schema> | undefined

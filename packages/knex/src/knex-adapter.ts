@@ -3,7 +3,7 @@ import type { Knex } from 'knex'
 import { InstanceCache, InvalidOptionsError } from '@hyperconn/core'
 import type { Registry, Tenant } from '@hyperconn/core'
 import { CLIENT_BINDING, TenantKnexClient } from './knex-client.js'
-import type { ClientBinding, TenantKnexConfig, TransactionBinding } from './knex-client.js'
+import type { ClientBinding, KnexTransactionHandle, TenantKnexConfig } from './knex-client.js'
 import { transactionProviderUnsupported } from './knex-errors.js'
 import { assertKnexShape } from './knex-internals.js'
 import type { KnexPgClient } from './knex-internals.js'
@@ -117,9 +117,9 @@ export function createKnexAdapter(registry: Registry, options: KnexAdapterOption
     return knex(tenantConfig)
   }
 
-  const makeTransactionKnex = (binding: TransactionBinding, parent: Knex): Knex => {
+  const makeTransactionKnex = (handle: KnexTransactionHandle, parent: Knex): Knex => {
     const parentClient = parent.client as KnexPgClient & { tenant: Tenant }
-    return create({ tenant: parentClient.tenant, transaction: binding, parent: parentClient })
+    return create({ tenant: parentClient.tenant, transaction: handle, parent: parentClient })
   }
 
   const decorate = (db: Knex, tenant: Tenant): Knex => {

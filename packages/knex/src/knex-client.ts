@@ -1,6 +1,6 @@
 import type { Knex } from 'knex'
-import { currentTransactionInfo, isInTransaction, TransactionClosedError, TransactionPropagationError } from '@hyperconn/core'
-import type { Tenant, TenantConnection } from '@hyperconn/core'
+import { bindTransaction, currentTransactionInfo, TransactionClosedError } from '@hyperconn/core'
+import type { Tenant, TransactionBinding } from '@hyperconn/core'
 import { KnexConnection } from './knex-connection.js'
 import {
   nativeTransactionUnsupported,
@@ -16,7 +16,7 @@ export const CLIENT_BINDING: unique symbol = Symbol('@hyperconn/knex/client-bind
 export interface ClientBinding {
   readonly tenant: Tenant
   /** Only for a transaction's client (`trx.client`). */
-  readonly transaction?: TransactionBinding
+  readonly transaction?: KnexTransactionHandle
   /** The client of the knex instance the transaction was started from; its listeners see the trx's events. */
   readonly parent?: KnexPgClient
 }
@@ -26,85 +26,82 @@ export type TenantKnexConfig = Knex.Config & { [CLIENT_BINDING]: ClientBinding }
 let transactionCounter = 0
 
 /**
- * What ties a knex transaction object (`trx`) to its core transaction scope. Like knex's own
- * `makeTxClient`, a trx stays bound to its transaction: once the callback has ended, or after
- * `trx.commit()` / `trx.rollback()`, its queries reject with TransactionClosedError and never touch
- * a connection. Created inside the scope's async context.
+ * Core's binding to the transaction whose callback is being entered, or undefined when the propagation
+ * ran the callback without one ('supports', 'not_supported' or 'never' with none active): that trx
+ * follows the async context like getDb(orgId).
  */
-export class TransactionBinding {
+export function bindKnexTransaction(tenant: Tenant): TransactionBinding | undefined {
+  const binding = bindTransaction(tenant)
+  if (binding === undefined && currentTransactionInfo(tenant) !== undefined) {
+    // Only when the transaction being joined ended before its callback could start.
+    throw new TransactionClosedError(
+      `the transaction for service "${tenant.service}", org "${tenant.orgId}" ended before the db.transaction callback started`,
+    )
+  }
+  return binding
+}
+
+/**
+ * What a knex transaction object (`trx`) carries: a knex transaction id, core's `TransactionBinding` to
+ * its transaction, checked before each query and before `trx.transaction()`, and knex's explicit end:
+ * after `trx.commit()` / `trx.rollback()` (on it or on a trx it is nested in) it is refused with
+ * TransactionClosedError, as in knex, even while the transaction is still being committed.
+ */
+export class KnexTransactionHandle {
   readonly txid = `hyperconn_trx${++transactionCounter}`
-  readonly parent: TransactionBinding | undefined
+  readonly parent: KnexTransactionHandle | undefined
   readonly #tenant: Tenant
-  // The connection handle of the scope the trx was created in; undefined when the propagation ran the
-  // callback without a transaction ('supports' or 'not_supported' with none active, 'never').
-  readonly #bound: TenantConnection | undefined
-  // Which transaction (backend pid) and which savepoint depth that scope is.
-  readonly #processID: number | undefined
-  readonly #depth: number
-  #completed = false
+  readonly #binding: TransactionBinding | undefined
+  #ended = false
+  #settled = false
 
-  constructor(tenant: Tenant, bound: TenantConnection | undefined, parent: TransactionBinding | undefined) {
+  constructor(tenant: Tenant, binding: TransactionBinding | undefined, parent: KnexTransactionHandle | undefined) {
     this.#tenant = tenant
-    this.#bound = bound
+    this.#binding = binding
     this.parent = parent
-    const info = bound === undefined ? undefined : currentTransactionInfo(tenant)
-    this.#processID = info?.processID
-    this.#depth = info?.depth ?? 0
   }
 
-  /** True once this trx, or a trx it is nested in, has ended. */
+  /** `trx.isCompleted()`: commit()/rollback() was called on it or a trx it is nested in, or its callback settled. */
   get completed(): boolean {
-    return this.#completed || (this.parent?.completed ?? false)
+    return this.#settled || this.#endedByKnex()
   }
 
-  /** The callback has ended or commit()/rollback() was called: later queries are refused. Idempotent. */
-  complete(): void {
-    if (this.#completed) return
-    this.#completed = true
-    this.#bound?.release()
+  /** `trx.commit()` / `trx.rollback()`: later queries are refused. Idempotent. */
+  end(): void {
+    this.#ended = true
+  }
+
+  /** The callback settled (only informs `isCompleted()`; whether the trx may still run is core's rule). */
+  settle(): void {
+    this.#settled = true
   }
 
   closedError(): TransactionClosedError {
-    return new TransactionClosedError(`the knex transaction ${this.txid} has already ended (commit, rollback or its callback returned)`)
+    return new TransactionClosedError(`the knex transaction ${this.txid} has already ended (trx.commit() or trx.rollback() was called)`)
   }
 
-  /**
-   * `trx.transaction()` opens its savepoint through the async context, so it must be called where that
-   * context is inside this trx's scope: anywhere else core would start an unrelated transaction.
-   */
-  nestingError(): Error | undefined {
-    if (this.completed) return this.closedError()
-    if (this.#bound !== undefined && !this.#contextIsWithin()) {
-      return new TransactionPropagationError(
-        `trx.transaction() of the knex transaction ${this.txid} was called outside its callback's async context, ` +
-          'where it cannot open a savepoint in that transaction. Call it inside the callback (or code it awaits).',
-      )
+  /** Why this trx may not run here, or undefined: knex's explicit end, then core's binding rule. */
+  refusal(): Error | undefined {
+    if (this.#endedByKnex()) return this.closedError()
+    try {
+      this.#binding?.assertCurrent()
+    } catch (error) {
+      // assertCurrent only throws Errors: TransactionClosedError, TransactionPropagationError, a broken connection's.
+      return error as Error
     }
     return undefined
   }
 
-  /**
-   * A connection for one trx query. When the async context is inside this trx's scope or a savepoint
-   * below it, the query follows the context, so an outer trx used inside a nested callback runs in the
-   * savepoint (as on knex's single connection) instead of waiting for it. Anywhere else (an event
-   * listener in a foreign context, a `requires_new` transaction, a trx leaked to another request) it
-   * runs in the trx's own scope, never in autocommit or in another transaction.
-   */
+  /** A connection for one trx query: the current async context's (the innermost scope of its transaction). */
   async connect(): Promise<KnexConnection> {
-    if (this.completed) throw this.closedError()
-    const bound = this.#bound
-    if (bound === undefined || this.#contextIsWithin()) {
-      return new KnexConnection(await this.#tenant.acquire(), true, this.txid)
-    }
-    return new KnexConnection(bound, false, this.txid)
+    const refused = this.refusal()
+    if (refused !== undefined) throw refused
+    return new KnexConnection(await this.#tenant.acquire(), this.txid)
   }
 
-  // Savepoints of one transaction form a stack, so an active scope of the same transaction (same
-  // backend pid) that is at least as deep as ours is ours or one nested in it.
-  #contextIsWithin(): boolean {
-    if (this.#processID === undefined || !isInTransaction(this.#tenant)) return false
-    const info = currentTransactionInfo(this.#tenant)
-    return info !== undefined && info.processID === this.#processID && info.depth >= this.#depth
+  #endedByKnex(): boolean {
+    const parent = this.parent
+    return this.#ended || (parent !== undefined && parent.#endedByKnex())
   }
 }
 
@@ -116,7 +113,7 @@ export class TransactionBinding {
  */
 export class TenantKnexClient extends ClientPG {
   readonly #tenant: Tenant
-  readonly #transaction: TransactionBinding | undefined
+  readonly #transaction: KnexTransactionHandle | undefined
 
   constructor(config: TenantKnexConfig) {
     super(config)
@@ -150,7 +147,7 @@ export class TenantKnexClient extends ClientPG {
     const transaction = this.#transaction
     if (transaction !== undefined) return transaction.connect()
     // Inside a transaction of this tenant this is the transaction's connection; otherwise a pooled one.
-    return new KnexConnection(await this.#tenant.acquire(), true, undefined)
+    return new KnexConnection(await this.#tenant.acquire(), undefined)
   }
 
   override releaseConnection(connection: unknown): Promise<void> {

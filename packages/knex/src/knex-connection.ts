@@ -28,13 +28,10 @@ export class KnexConnection {
   /** Set by knex when a query timed out without cancel: the connection must not be reused. */
   __knex__disposed?: unknown
   readonly #connection: TenantConnection
-  // False for a transaction's bound connection: the transaction gives that one back, not each query.
-  readonly #owned: boolean
   #released = false
 
-  constructor(connection: TenantConnection, owned: boolean, txid: string | undefined) {
+  constructor(connection: TenantConnection, txid: string | undefined) {
     this.#connection = connection
-    this.#owned = owned
     this.__knexUid = `hyperconn_pid${connection.processID ?? '?'}`
     if (txid !== undefined) this.__knexTxId = txid
   }
@@ -61,7 +58,6 @@ export class KnexConnection {
   release(): void {
     if (this.#released) return
     this.#released = true
-    if (!this.#owned) return
     const disposed = this.__knex__disposed
     // A query that timed out may still run on the client: have the pool destroy it rather than reuse it.
     this.#connection.release(disposed instanceof Error ? disposed : undefined)

@@ -1,7 +1,6 @@
 import type { Knex } from 'knex'
-import { isInTransaction } from '@hyperconn/core'
 import type { IsolationLevel, Propagation, Tenant, TransactionOptions } from '@hyperconn/core'
-import { TransactionBinding } from './knex-client.js'
+import { bindKnexTransaction, KnexTransactionHandle } from './knex-client.js'
 import { externalConnectionUnsupported, transactionProviderUnsupported } from './knex-errors.js'
 
 declare module 'knex' {
@@ -27,7 +26,7 @@ export type KnexTransactionConfig = Knex.TransactionConfig
 export type KnexTransactionScope<T> = (trx: Knex.Transaction) => Promise<T> | void
 
 /** Builds the knex instance a transaction callback receives (see knex-adapter.ts). */
-export type TransactionKnexFactory = (binding: TransactionBinding, parent: Knex) => Knex
+export type TransactionKnexFactory = (handle: KnexTransactionHandle, parent: Knex) => Knex
 
 // knex also accepts 'read uncommitted', which PostgreSQL runs as READ COMMITTED: send that, so joining
 // checks compare like with like. Anything else ('snapshot' does not exist in PostgreSQL) goes to core
@@ -132,7 +131,7 @@ export function runKnexTransaction<T>(
   tenant: Tenant,
   makeTransactionKnex: TransactionKnexFactory,
   owner: Knex,
-  parent: TransactionBinding | undefined,
+  parent: KnexTransactionHandle | undefined,
   scope: unknown,
   config: unknown,
 ): Promise<T | undefined> {
@@ -142,8 +141,9 @@ export function runKnexTransaction<T>(
   if (config !== undefined && config !== null && !isPlainObject(config)) {
     throw new TypeError('db.transaction(fn, config): config must be an object.')
   }
-  // Rejects rather than throws: knex callers only ever handle the promise for these.
-  const refused = parent?.nestingError()
+  // Rejects rather than throws: knex callers only ever handle the promise for these. Outside its own
+  // transaction, 'nested' would BEGIN (or nest in) another one: core's rule refuses first.
+  const refused = parent?.refusal()
   if (refused !== undefined) return Promise.reject(refused)
   const knexConfig = (config ?? undefined) as KnexTransactionConfig | undefined
   const options = toTransactionOptions(knexConfig, parent === undefined ? 'required' : 'nested')
@@ -153,16 +153,14 @@ export function runKnexTransaction<T>(
   const execution: { promise?: Promise<T | undefined> } = {}
 
   const run = async (): Promise<T> => {
-    // No transaction here when the propagation ran fn without one ('supports' with none active, ...);
-    // then the trx simply follows the async context, like getDb(orgId).
-    const bound = isInTransaction(tenant) ? await tenant.acquire() : undefined
-    const binding = new TransactionBinding(tenant, bound, parent)
+    // Bound when the callback is entered: to the transaction just begun, joined or nested in.
+    const handle = new KnexTransactionHandle(tenant, bindKnexTransaction(tenant), parent)
     try {
-      const trx = decorateTransaction(makeTransactionKnex(binding, owner), binding, control, tenant, makeTransactionKnex, owner)
+      const trx = decorateTransaction(makeTransactionKnex(handle, owner), handle, control, tenant, makeTransactionKnex, owner)
       Object.defineProperty(trx, 'executionPromise', { get: () => execution.promise, configurable: true })
       return await settle(container(trx), control)
     } finally {
-      binding.complete()
+      handle.settle()
     }
   }
 
@@ -177,7 +175,7 @@ export function runKnexTransaction<T>(
 
 function decorateTransaction<T>(
   knex: Knex,
-  binding: TransactionBinding,
+  handle: KnexTransactionHandle,
   control: TransactionControl<T>,
   tenant: Tenant,
   makeTransactionKnex: TransactionKnexFactory,
@@ -190,20 +188,20 @@ function decorateTransaction<T>(
   // Arrow functions: knex code passes them around unbound (`.then(trx.commit).catch(trx.rollback)`).
   trx.commit = ((value?: T) => {
     const ended = control.commit(value as T)
-    binding.complete()
+    handle.end()
     return ended
   }) as unknown as Knex.Transaction['commit']
   trx.rollback = ((error?: unknown) => {
     const ended = control.rollback(error)
-    binding.complete()
+    handle.end()
     return ended
   }) as unknown as Knex.Transaction['rollback']
-  trx.isCompleted = () => binding.completed
+  trx.isCompleted = () => handle.completed
   const context = (trx as unknown as { context: Record<string, unknown> }).context
   context.transaction = (scope?: unknown, config?: unknown) =>
-    runKnexTransaction(tenant, makeTransactionKnex, trx, binding, scope, config)
+    runKnexTransaction(tenant, makeTransactionKnex, trx, handle, scope, config)
   trx.savepoint = ((scope: unknown, config?: unknown) =>
-    runKnexTransaction(tenant, makeTransactionKnex, trx, binding, scope, config)) as Knex.Transaction['savepoint']
+    runKnexTransaction(tenant, makeTransactionKnex, trx, handle, scope, config)) as Knex.Transaction['savepoint']
   context.transactionProvider = () => {
     throw transactionProviderUnsupported()
   }

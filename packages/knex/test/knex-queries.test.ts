@@ -142,10 +142,19 @@ describe('@hyperconn/knex queries', () => {
     const error: unknown = await db.raw('SELECT pg_sleep(10)').timeout(200, { cancel: true }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(knexModule.KnexTimeoutError)
     const observer = await fx.observe()
-    const running = await observer.query(
-      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(10)%' AND state = 'active'",
-    )
-    expect(running.rows[0]).toEqual({ n: 0 })
+    // pg_cancel_backend() only signals the backend, which stops the query moments later (longer under
+    // load); well before pg_sleep(10) would end on its own, the query must be gone.
+    const deadline = Date.now() + 5_000
+    let running: unknown
+    do {
+      const result = await observer.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(10)%' AND state = 'active'",
+      )
+      running = result.rows[0]
+      if ((running as { n: number }).n === 0) break
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    } while (Date.now() < deadline)
+    expect(running).toEqual({ n: 0 })
     expect((await db.raw('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }])
   })
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { Knex } from 'knex'
 import {
+  currentTransactionInfo,
   InvalidOptionsError,
   TransactionClosedError,
   TransactionPropagationError,
@@ -350,36 +351,133 @@ describe('@hyperconn/knex transactions', () => {
     expect(await committedRows(await fx.observe(), 't')).toEqual([])
   })
 
-  it('keeps a trx on its own transaction when used from another async context or inside requires_new', async () => {
+  it('the outer trx used inside requires_new rejects with TransactionPropagationError and writes nothing', async () => {
     await using fx = await createFixture()
     const { db } = await setup(fx)
     const tenant = fx.registry.tenant('org1', 'core')
+    let queries = 0
+    await expect(
+      db.transaction(async (trx) => {
+        const own = await session(trx)
+        await trx('t').insert({ name: 'outer' })
+        db.on('query', () => queries++)
+        // Through core's options and through knex's own propagation config.
+        await tenant.transaction(
+          async () => {
+            await expect(trx('t').insert({ name: 'outer-trx-in-core-inner' })).rejects.toBeInstanceOf(TransactionPropagationError)
+            await expect(trx.raw('SELECT 1')).rejects.toBeInstanceOf(TransactionPropagationError)
+            // A savepoint from it there would land in the inner transaction: refused as well.
+            await expect(trx.transaction(async () => undefined)).rejects.toBeInstanceOf(TransactionPropagationError)
+          },
+          { propagation: 'requires_new' },
+        )
+        await db.transaction(
+          async (inner) => {
+            await expect(trx('t').insert({ name: 'outer-trx-in-knex-inner' })).rejects.toBeInstanceOf(TransactionPropagationError)
+            expect(queries).toBe(0)
+            // The inner transaction's own trx and getDb(orgId) run in the inner transaction.
+            const other = await session(inner)
+            expect(other.pid).not.toBe(own.pid)
+            expect(await session(db)).toEqual(other)
+            await inner('t').insert({ name: 'inner' })
+          },
+          { propagation: 'requires_new' },
+        )
+        // The refusals did not fail the outer transaction: back in it, trx works.
+        expect(await session(trx)).toEqual(own)
+        throw new Error('roll back the outer')
+      }),
+    ).rejects.toThrow('roll back the outer')
+    expect(await committedRows(await fx.observe(), 't')).toEqual(['inner'])
+    expect(fx.registry.stats().connections.checkedOut).toBe(0)
+  })
+
+  it('the outer trx used inside not_supported rejects with TransactionPropagationError instead of autocommitting', async () => {
+    await using fx = await createFixture()
+    const { db } = await setup(fx)
+    const tenant = fx.registry.tenant('org1', 'core')
+    const observer = await fx.observe()
+    await db.transaction(async (trx) => {
+      await tenant.transaction(
+        async () => {
+          await expect(trx('t').insert({ name: 'autocommit?' })).rejects.toBeInstanceOf(TransactionPropagationError)
+          await expect(trx.transaction(async () => undefined)).rejects.toBeInstanceOf(TransactionPropagationError)
+          // getDb(orgId) follows the context instead: here it autocommits.
+          await db('t').insert({ name: 'db-autocommit' })
+          expect(await committedRows(observer, 't')).toEqual(['db-autocommit'])
+        },
+        { propagation: 'not_supported' },
+      )
+      await db.transaction(
+        async () => {
+          await expect(trx('t').insert({ name: 'autocommit-2?' })).rejects.toBeInstanceOf(TransactionPropagationError)
+        },
+        { propagation: 'not_supported' },
+      )
+      await trx('t').insert({ name: 'in-trx' })
+    })
+    expect(await committedRows(observer, 't')).toEqual(['db-autocommit', 'in-trx'])
+  })
+
+  it('a trx used from an async context outside its transaction rejects with TransactionPropagationError', async () => {
+    await using fx = await createFixture()
+    const { db } = await setup(fx)
     // A continuation registered outside any transaction runs in that (empty) async context.
     let release!: (trx: Knex.Transaction) => void
     const gate = new Promise<Knex.Transaction>((resolve) => {
       release = resolve
     })
     const foreign = gate.then(async (trx) => {
-      await trx('t').insert({ name: 'foreign-context' })
-      // A savepoint can only be opened from inside the trx's async context.
+      await expect(trx('t').insert({ name: 'foreign-context' })).rejects.toBeInstanceOf(TransactionPropagationError)
       await expect(trx.transaction(async () => undefined)).rejects.toBeInstanceOf(TransactionPropagationError)
-      return session(trx)
     })
     await db.transaction(async (trx) => {
-      const own = await session(trx)
       release(trx)
-      expect(await foreign).toEqual(own)
-      await tenant.transaction(
-        async () => {
-          const other = await session(db)
-          expect(other.pid).not.toBe(own.pid)
-          expect(await session(trx)).toEqual(own)
-        },
-        { propagation: 'requires_new' },
-      )
+      await foreign
       await trx('t').insert({ name: 'own' })
     })
-    expect(await committedRows(await fx.observe(), 't')).toEqual(['foreign-context', 'own'])
+    expect(await committedRows(await fx.observe(), 't')).toEqual(['own'])
+  })
+
+  it('the outer trx used inside its own savepoint callback runs in the savepoint (no deadlock)', async () => {
+    await using fx = await createFixture()
+    const { db } = await setup(fx)
+    const tenant = fx.registry.tenant('org1', 'core')
+    await db.transaction(async (trx) => {
+      await trx('t').insert({ name: 'outer' })
+      const own = await session(trx)
+      let kept: Knex.Transaction | undefined
+      await expect(
+        trx.transaction(async (inner) => {
+          kept = inner
+          expect(currentTransactionInfo(tenant)?.depth).toBe(1)
+          expect(await session(trx)).toEqual(own)
+          await trx('t').insert({ name: 'outer-trx-in-savepoint' })
+          await Promise.all([trx('t').insert({ name: 'concurrent-1' }), inner('t').insert({ name: 'concurrent-2' })])
+          throw new Error('undo the savepoint')
+        }),
+      ).rejects.toThrow('undo the savepoint')
+      // The savepoint's trx belongs to the same transaction: back in the outer scope it runs there.
+      await kept!('t').insert({ name: 'savepoint-trx-after' })
+      await trx('t').insert({ name: 'after' })
+    })
+    expect(await committedRows(await fx.observe(), 't')).toEqual(['after', 'outer', 'savepoint-trx-after'])
+  })
+
+  it('a trx from a joined db.transaction is bound to the transaction it joined', async () => {
+    await using fx = await createFixture()
+    const { db } = await setup(fx)
+    const tenant = fx.registry.tenant('org1', 'core')
+    await tenant.transaction(async () => {
+      const outer = await session(db)
+      const joined = await db.transaction(async (trx) => {
+        expect(await session(trx)).toEqual(outer)
+        return trx
+      })
+      expect(await session(joined)).toEqual(outer)
+      await joined('t').insert({ name: 'joined-later' })
+    })
+    expect(await committedRows(await fx.observe(), 't')).toEqual(['joined-later'])
   })
 
   it('refuses the transaction-provider form with a clear error', async () => {

@@ -40,15 +40,6 @@ export class TenantDatabaseConnection implements DatabaseConnection {
     this.#connection = connection
   }
 
-  /** True when this is the connection of the transaction active where it was acquired. */
-  get inTransaction(): boolean {
-    return this.#connection.inTransaction
-  }
-
-  get processID(): number | undefined {
-    return this.#connection.processID
-  }
-
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
     try {
       const { command, rowCount, rows } = await this.#connection.query(compiledQuery.sql, [...compiledQuery.parameters])

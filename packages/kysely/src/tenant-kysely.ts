@@ -1,9 +1,8 @@
-import type { IsolationLevel as CoreIsolationLevel, Tenant, TransactionOptions } from '@hyperconn/core'
+import type { IsolationLevel as CoreIsolationLevel, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
 import { InvalidOptionsError, TransactionPropagationError } from '@hyperconn/core'
 import { ConnectionBuilder, Kysely, Transaction, TransactionBuilder, validateTransactionSettings } from 'kysely'
 import type {
   AccessMode,
-  ConnectionProvider,
   DrainOuterGeneric,
   IsolationLevel,
   KyselyPlugin,
@@ -11,7 +10,7 @@ import type {
   QueryExecutor,
   TransactionSettings,
 } from 'kysely'
-import { TransactionBinding } from './transaction-binding.js'
+import { BoundConnectionProvider, bindCurrent } from './transaction-binding.js'
 
 /** What every instance derived from one `getDb(orgId)` database shares. */
 export interface TenantKyselyContext {
@@ -62,22 +61,19 @@ function controlledTransaction(): TransactionPropagationError {
 class CoreTransactionBuilder<DB> extends TransactionBuilder<DB> {
   readonly #context: TenantKyselyContext
   readonly #executor: QueryExecutor
-  /** Where the transaction's connections come from: the context-following executor, or the parent trx's binding. */
-  readonly #provider: ConnectionProvider
+  /** Core's binding of the trx this builder came from (undefined for a db instance). */
   readonly #parent: TransactionBinding | undefined
   readonly #settings: TransactionSettings
 
   constructor(
     context: TenantKyselyContext,
     executor: QueryExecutor,
-    provider: ConnectionProvider,
     parent: TransactionBinding | undefined,
     settings: TransactionSettings,
   ) {
     super({ ...context.props, executor, ...settings })
     this.#context = context
     this.#executor = executor
-    this.#provider = provider
     this.#parent = parent
     this.#settings = settings
   }
@@ -95,21 +91,20 @@ class CoreTransactionBuilder<DB> extends TransactionBuilder<DB> {
     // as the ORMs' own nested transaction() calls do in every hyperconn adapter.
     const parent = this.#parent
     const options = transactionOptions(this.#settings, parent === undefined ? 'required' : 'nested')
-    const { tenant } = this.#context
-    if (parent !== undefined) await parent.assertCurrent(tenant)
-    return tenant.transaction(async () => {
-      const binding = await TransactionBinding.capture(tenant, this.#provider)
-      const trx = new TenantTransaction<DB>(this.#context, this.#executor.withConnectionProvider(binding), binding)
-      try {
-        return await callback(trx)
-      } finally {
-        binding.close()
-      }
+    const context = this.#context
+    const { tenant } = context
+    // Outside its own transaction, 'nested' would BEGIN (or nest in) another one: core's rule refuses first.
+    parent?.assertCurrent()
+    return tenant.transaction(() => {
+      // Bound when the callback is entered: to the transaction just begun, joined or nested in.
+      const binding = bindCurrent(tenant)
+      const provider = new BoundConnectionProvider(binding, context.props.executor)
+      return callback(new TenantTransaction<DB>(context, this.#executor.withConnectionProvider(provider), binding))
     }, options)
   }
 
   #with(settings: TransactionSettings): CoreTransactionBuilder<DB> {
-    return new CoreTransactionBuilder<DB>(this.#context, this.#executor, this.#provider, this.#parent, settings)
+    return new CoreTransactionBuilder<DB>(this.#context, this.#executor, this.#parent, settings)
   }
 }
 
@@ -141,7 +136,7 @@ export class TenantKysely<DB> extends Kysely<DB> {
   }
 
   override transaction(): TransactionBuilder<DB> {
-    return new CoreTransactionBuilder<DB>(this.#context, this.getExecutor(), this.#context.props.executor, undefined, {})
+    return new CoreTransactionBuilder<DB>(this.#context, this.getExecutor(), undefined, {})
   }
 
   override startTransaction(): never {
@@ -177,9 +172,10 @@ export class TenantKysely<DB> extends Kysely<DB> {
 }
 
 /**
- * The `trx` of `db.transaction().execute(fn)`: a Kysely `Transaction` whose queries find the transaction
- * through the async context (like every other adapter) and refuse to run anywhere else. `trx.transaction()`
- * opens a savepoint; derived instances stay in the transaction.
+ * The `trx` of `db.transaction().execute(fn)`: a Kysely `Transaction` bound to its transaction by core's
+ * `TransactionBinding` (checked before each query by its connection provider); inside that transaction
+ * its queries find their scope through the async context, like every other adapter's.
+ * `trx.transaction()` opens a savepoint; derived instances keep the binding.
  */
 export class TenantTransaction<DB> extends Transaction<DB> {
   readonly #context: TenantKyselyContext
@@ -192,7 +188,7 @@ export class TenantTransaction<DB> extends Transaction<DB> {
   }
 
   override transaction(): TransactionBuilder<DB> {
-    return new CoreTransactionBuilder<DB>(this.#context, this.getExecutor(), this.#binding, this.#binding, {})
+    return new CoreTransactionBuilder<DB>(this.#context, this.getExecutor(), this.#binding, {})
   }
 
   override startTransaction(): never {

@@ -1,76 +1,52 @@
-import type { Tenant } from '@hyperconn/core'
-import { TransactionClosedError, TransactionPropagationError } from '@hyperconn/core'
+import { bindTransaction, TransactionClosedError } from '@hyperconn/core'
+import type { Tenant, TransactionBinding } from '@hyperconn/core'
 import type { ConnectionProvider, DatabaseConnection } from 'kysely'
-import { TenantDatabaseConnection } from './kysely-driver.js'
 
-function outsideContext(): TransactionPropagationError {
-  return new TransactionPropagationError(
-    'A Kysely transaction object (trx) was used outside the async context of its transaction, where its queries would run ' +
-      'on another connection (or in another transaction). Use trx only inside its db.transaction().execute() callback ' +
-      'and code awaited from it; in other contexts use getDb(orgId), which follows the transaction of the context it runs in.',
-  )
-}
-
-function ended(): TransactionClosedError {
-  return new TransactionClosedError('its db.transaction().execute() callback has already returned')
+/**
+ * Core's binding to the transaction whose callback is being entered. The adapter only asks for
+ * 'required' and 'nested', which always run the callback inside a transaction.
+ */
+export function bindCurrent(tenant: Tenant): TransactionBinding {
+  const binding = bindTransaction(tenant)
+  if (binding === undefined) {
+    // Only when the transaction being joined ended before its callback could start.
+    throw new TransactionClosedError(
+      `the transaction for service "${tenant.service}", org "${tenant.orgId}" ended before the db.transaction().execute() callback started`,
+    )
+  }
+  return binding
 }
 
 /**
- * Ties a `trx` object to the transaction (or savepoint) its callback runs in. Queries still find their
- * connection through core's async context; this only refuses what Kysely users would not expect: a
- * `trx` used after its callback returned (TransactionClosedError, before any connection is touched),
- * or from a context where it would silently run on another connection.
+ * Core's rule for a transaction object, as a value: the error to reject with (TransactionClosedError,
+ * TransactionPropagationError, or a broken connection's error), or undefined when it may run here.
  */
-export class TransactionBinding implements ConnectionProvider {
+function refusal(binding: TransactionBinding): Error | undefined {
+  try {
+    binding.assertCurrent()
+    return undefined
+  } catch (error) {
+    return error as Error
+  }
+}
+
+/**
+ * The connection provider of a `trx`: checks core's binding to the trx's transaction before each query,
+ * then takes the connection the current async context has (the innermost savepoint scope of that
+ * transaction). Outside it nothing is acquired: core's rule rejects first (TransactionClosedError once
+ * the transaction ended, TransactionPropagationError where the context is not inside it).
+ */
+export class BoundConnectionProvider implements ConnectionProvider {
+  readonly #binding: TransactionBinding
   readonly #inner: ConnectionProvider
-  readonly #processID: number | undefined
-  #open = true
 
-  private constructor(inner: ConnectionProvider, processID: number | undefined) {
+  constructor(binding: TransactionBinding, inner: ConnectionProvider) {
+    this.#binding = binding
     this.#inner = inner
-    this.#processID = processID
-  }
-
-  /** Call inside the core transaction callback: remembers which backend the transaction runs on. */
-  static async capture(tenant: Tenant, inner: ConnectionProvider): Promise<TransactionBinding> {
-    const probe = await tenant.acquire()
-    try {
-      return new TransactionBinding(inner, probe.processID)
-    } finally {
-      probe.release()
-    }
-  }
-
-  close(): void {
-    this.#open = false
-  }
-
-  /**
-   * For nested `trx.transaction()`: the current context must be inside this transaction, or core would
-   * start an unrelated top-level transaction where the caller asked for a savepoint.
-   */
-  async assertCurrent(tenant: Tenant): Promise<void> {
-    if (!this.#open) throw ended()
-    const probe = await tenant.acquire()
-    try {
-      this.#assertSame(probe.inTransaction, probe.processID)
-    } finally {
-      probe.release()
-    }
   }
 
   provideConnection<T>(consumer: (connection: DatabaseConnection) => Promise<T>): Promise<T> {
-    // Checked when the query is issued, so work started inside the callback may still finish as core allows.
-    if (!this.#open) return Promise.reject(ended())
-    return this.#inner.provideConnection(async (connection) => {
-      if (!(connection instanceof TenantDatabaseConnection)) throw outsideContext()
-      this.#assertSame(connection.inTransaction, connection.processID)
-      return consumer(connection)
-    })
-  }
-
-  #assertSame(inTransaction: boolean, processID: number | undefined): void {
-    if (!inTransaction) throw outsideContext()
-    if (this.#processID !== undefined && processID !== undefined && processID !== this.#processID) throw outsideContext()
+    const refused = refusal(this.#binding)
+    return refused === undefined ? this.#inner.provideConnection(consumer) : Promise.reject(refused)
   }
 }

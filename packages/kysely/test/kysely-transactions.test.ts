@@ -2,6 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { testDatabase } from '@hyperconn/testkit/vitest'
 import type { TestDatabase } from '@hyperconn/testkit'
 import {
+  currentTransactionInfo,
   InvalidOptionsError,
   TransactionClosedError,
   TransactionPropagationError,
@@ -362,15 +363,62 @@ describe('a trx is bound to its transaction', () => {
     expect(await labels(admin1)).toEqual(['committed'])
   })
 
-  it('refuses a trx used in a context where it would run outside its transaction', async () => {
+  it('a kept trx does not join a later transaction of the same org: TransactionClosedError', async () => {
+    await using registry = registryFor({ org1: db1.url })
+    const { db } = setup(registry)
+    let kept: Transaction<Database> | undefined
+    await db.transaction().execute(async (trx) => {
+      kept = trx
+      await trx.insertInto('items').values({ label: 'first' }).execute()
+    })
+    const stale = kept as Transaction<Database>
+    await db.transaction().execute(async (trx) => {
+      expect(await settle(stale.insertInto('items').values({ label: 'stale' }).execute())).toBeInstanceOf(TransactionClosedError)
+      expect(await settle(stale.transaction().execute(() => Promise.resolve()))).toBeInstanceOf(TransactionClosedError)
+      await trx.insertInto('items').values({ label: 'second' }).execute()
+    })
+    expect(await labels(admin1)).toEqual(['first', 'second'])
+  })
+
+  it('the outer trx used inside requires_new rejects with TransactionPropagationError and writes nothing', async () => {
+    await using registry = registryFor({ org1: db1.url })
+    const { db, tenant } = setup(registry)
+    const error = await settle(
+      db.transaction().execute(async (trx) => {
+        const outer = await whereAmI(trx)
+        await trx.insertInto('items').values({ label: 'outer' }).execute()
+        await tenant.transaction(
+          async () => {
+            expect(await settle(trx.insertInto('items').values({ label: 'outer-trx-in-inner' }).execute())).toBeInstanceOf(
+              TransactionPropagationError,
+            )
+            expect(await settle(trx.withSchema('other').selectFrom('items').selectAll().execute())).toBeInstanceOf(
+              TransactionPropagationError,
+            )
+            // A savepoint from it there would land in the inner transaction: refused as well.
+            expect(await settle(trx.transaction().execute(() => Promise.resolve()))).toBeInstanceOf(TransactionPropagationError)
+            // getDb(orgId) follows the context: the inner transaction, on another connection.
+            expect((await whereAmI(db)).txid).not.toBe(outer.txid)
+            await db.insertInto('items').values({ label: 'inner-db' }).execute()
+          },
+          { propagation: 'requires_new' },
+        )
+        // The refusal did not fail the outer transaction: back in it, trx works.
+        expect(await whereAmI(trx)).toEqual(outer)
+        throw new Error('roll back the outer')
+      }),
+    )
+    expect(error).toMatchObject({ message: 'roll back the outer' })
+    expect(await labels(admin1)).toEqual(['inner-db'])
+    expect(registry.stats().connections.checkedOut).toBe(0)
+  })
+
+  it('the outer trx used inside not_supported rejects with TransactionPropagationError instead of autocommitting', async () => {
     await using registry = registryFor({ org1: db1.url })
     const { db, tenant } = setup(registry)
     await db.transaction().execute(async (trx) => {
       const insert = () => trx.insertInto('items').values({ label: 'elsewhere' }).execute()
       expect(await settle(tenant.transaction(insert, { propagation: 'not_supported' }))).toBeInstanceOf(
-        TransactionPropagationError,
-      )
-      expect(await settle(tenant.transaction(insert, { propagation: 'requires_new' }))).toBeInstanceOf(
         TransactionPropagationError,
       )
       // A nested trx.transaction() there would otherwise start an unrelated top-level transaction.
@@ -381,10 +429,80 @@ describe('a trx is bound to its transaction', () => {
       await tenant.transaction(() => db.insertInto('items').values({ label: 'autocommit' }).execute(), {
         propagation: 'not_supported',
       })
+      expect(await labels(admin1)).toEqual(['autocommit'])
       await trx.insertInto('items').values({ label: 'in trx' }).execute()
     })
     expect(await labels(admin1)).toEqual(['autocommit', 'in trx'])
     expect(registry.stats().connections.checkedOut).toBe(0)
+  })
+
+  it('the outer trx used inside its own savepoint callback runs in the savepoint (no deadlock)', async () => {
+    await using registry = registryFor({ org1: db1.url })
+    const { db, tenant } = setup(registry)
+    await db.transaction().execute(async (trx) => {
+      await trx.insertInto('items').values({ label: 'outer' }).execute()
+      const outer = await whereAmI(trx)
+      let kept: Transaction<Database> | undefined
+      const failed = await settle(
+        trx.transaction().execute(async (nested) => {
+          kept = nested
+          expect(currentTransactionInfo(tenant)?.depth).toBe(1)
+          expect(await whereAmI(trx)).toEqual(outer)
+          await trx.insertInto('items').values({ label: 'outer-trx-in-savepoint' }).execute()
+          await Promise.all([
+            trx.insertInto('items').values({ label: 'concurrent-1' }).execute(),
+            nested.insertInto('items').values({ label: 'concurrent-2' }).execute(),
+          ])
+          throw new Error('undo the savepoint')
+        }),
+      )
+      expect(failed).toMatchObject({ message: 'undo the savepoint' })
+      // The savepoint's trx belongs to the same transaction: back in the outer scope it runs there.
+      await (kept as Transaction<Database>).insertInto('items').values({ label: 'savepoint-trx-after' }).execute()
+      await trx.insertInto('items').values({ label: 'after' }).execute()
+    })
+    expect(await labels(admin1)).toEqual(['outer', 'savepoint-trx-after', 'after'])
+  })
+
+  it('a trx from a joined db.transaction() is bound to the transaction it joined', async () => {
+    await using registry = registryFor({ org1: db1.url })
+    const { db, tenant } = setup(registry)
+    await tenant.transaction(async () => {
+      const outer = await whereAmI(db)
+      const joined = await db.transaction().execute(async (trx) => {
+        expect(await whereAmI(trx)).toEqual(outer)
+        return trx
+      })
+      expect(await whereAmI(joined)).toEqual(outer)
+      await joined.insertInto('items').values({ label: 'joined-later' }).execute()
+    })
+    expect(await labels(admin1)).toEqual(['joined-later'])
+  })
+
+  it('binds and checks a trx without leasing a pooled connection, also when it refuses', async () => {
+    await using registry = registryFor({ org1: db1.url })
+    const { db, tenant } = setup(registry)
+    const pool = await registry.getPool('core', 'org1')
+    let acquired = 0
+    pool.on('acquire', () => acquired++)
+    await db.transaction().execute(async (trx) => {
+      await trx.insertInto('items').values({ label: 'one' }).execute()
+      await trx.transaction().execute(async (nested) => {
+        await nested.insertInto('items').values({ label: 'two' }).execute()
+        await trx.withSchema('other').insertInto('items').values({ label: 'three' }).execute()
+      })
+      // Refused outside its transaction before any connection is taken from the pool.
+      await tenant.transaction(
+        async () => {
+          expect(await settle(trx.selectFrom('items').selectAll().execute())).toBeInstanceOf(TransactionPropagationError)
+          expect(await settle(trx.transaction().execute(() => Promise.resolve()))).toBeInstanceOf(TransactionPropagationError)
+        },
+        { propagation: 'not_supported' },
+      )
+    })
+    // Only the transaction's own connection.
+    expect(acquired).toBe(1)
+    expect(await labels(admin1)).toEqual(['one', 'two'])
   })
 
   it('keeps Kysely\'s Transaction API: isTransaction, no connection(), destroy() or startTransaction()', async () => {
