@@ -42,7 +42,7 @@ export class TenantDatabaseConnection implements DatabaseConnection {
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
     try {
-      const { command, rowCount, rows } = await this.#connection.query(compiledQuery.sql, [...compiledQuery.parameters])
+      const { command, rowCount, rows } = await this.#connection.query(compiledQuery.sql, compiledQuery.parameters as unknown[])
       // Same mapping as Kysely's PostgresConnection. pg has no "changed" count distinct from the affected
       // count (that is MySQL's changedRows), so numChangedRows stays unset as it does there.
       return COUNTED_COMMANDS.has(command)
