@@ -1,4 +1,4 @@
-import pg from 'pg'
+import type pg from 'pg'
 import { createRegistry, staticSecrets } from '@hyperconn/core'
 import type { Registry } from '@hyperconn/core'
 import type { Generated } from 'kysely'
@@ -20,13 +20,7 @@ export const SCHEMA = `
   CREATE TABLE other.items (id serial PRIMARY KEY, label text NOT NULL UNIQUE, org text NOT NULL DEFAULT '');
 `
 
-/** A plain pg client on the test database: checks state from outside the registry's pools. */
-export async function adminClient(url: string): Promise<pg.Client & AsyncDisposable> {
-  const client = new pg.Client({ connectionString: url })
-  client.on('error', () => {})
-  await client.connect()
-  return Object.assign(client, { [Symbol.asyncDispose]: () => client.end() })
-}
+export { connectClient as adminClient } from '@hyperconn/testkit'
 
 /** Registry with org ids mapped to database URLs, service "core". */
 export function registryFor(orgs: Record<string, string>, pool: { max?: number } = {}): Registry {

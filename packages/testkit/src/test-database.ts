@@ -170,3 +170,14 @@ async function withAdminClient<T>(adminUrl: string, work: (client: pg.Client) =>
     await client.end().catch(() => {})
   }
 }
+
+/**
+ * A plain pg connection outside any registry, to look at what other sessions see. Its `error` event is
+ * absorbed (tests kill backends on purpose); `await using` ends it.
+ */
+export async function connectClient(url: string): Promise<pg.Client & AsyncDisposable> {
+  const client = new pg.Client({ connectionString: url })
+  client.on('error', () => {})
+  await client.connect()
+  return Object.assign(client, { [Symbol.asyncDispose]: () => client.end() })
+}

@@ -1,6 +1,6 @@
 import { relations } from 'drizzle-orm'
 import { integer, pgTable, serial, text } from 'drizzle-orm/pg-core'
-import pg from 'pg'
+import type pg from 'pg'
 
 export const users = pgTable('users', {
   id: serial('id').primaryKey(),
@@ -27,13 +27,7 @@ export const CREATE_TABLES = `
   CREATE TABLE posts (id serial PRIMARY KEY, author_id int NOT NULL REFERENCES users (id), title text NOT NULL);
 `
 
-/** A plain pg connection outside the registry, to check what other sessions see. */
-export async function adminClient(url: string): Promise<pg.Client & AsyncDisposable> {
-  const client = new pg.Client({ connectionString: url })
-  client.on('error', () => {})
-  await client.connect()
-  return Object.assign(client, { [Symbol.asyncDispose]: () => client.end() })
-}
+export { connectClient as adminClient } from '@hyperconn/testkit'
 
 export async function userNames(client: pg.Client): Promise<string[]> {
   const { rows } = await client.query<{ name: string }>('SELECT name FROM users ORDER BY id')
