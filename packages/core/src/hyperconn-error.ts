@@ -16,6 +16,7 @@ export type HyperconnErrorCode =
   | 'HC_TRANSACTION_PROPAGATION'
   | 'HC_TRANSACTION_ROLLED_BACK'
   | 'HC_CONTEXT_CONFLICT'
+  | 'HC_UNSUPPORTED'
 
 const CODES: ReadonlySet<string> = new Set<HyperconnErrorCode>([
   'HC_INVALID_OPTIONS',
@@ -31,6 +32,7 @@ const CODES: ReadonlySet<string> = new Set<HyperconnErrorCode>([
   'HC_TRANSACTION_PROPAGATION',
   'HC_TRANSACTION_ROLLED_BACK',
   'HC_CONTEXT_CONFLICT',
+  'HC_UNSUPPORTED',
 ])
 
 export interface HyperconnErrorOptions {
@@ -203,6 +205,13 @@ export class TransactionRolledBackError extends HyperconnError {
 export class ContextConflictError extends HyperconnError {
   constructor(message: string) {
     super('HC_CONTEXT_CONFLICT', message)
+  }
+}
+
+/** A feature of an ORM that hyperconn cannot support (yet), e.g. streaming through a tenant connection. */
+export class UnsupportedError extends HyperconnError {
+  constructor(message: string) {
+    super('HC_UNSUPPORTED', message)
   }
 }
 

@@ -51,6 +51,7 @@ export {
   TransactionPropagationError,
   TransactionRolledBackError,
   UnknownServiceError,
+  UnsupportedError,
 } from './hyperconn-error.js'
 export type { HyperconnErrorCode } from './hyperconn-error.js'
 export { redactConnectionString } from './secret-redaction.js'

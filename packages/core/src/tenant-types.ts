@@ -25,7 +25,8 @@ export interface TenantPoolAccess {
   redactError(key: TenantKey, error: unknown): unknown
 }
 
-export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
+/** `'read uncommitted'` is accepted and runs as `'read committed'`, as PostgreSQL does. */
+export type IsolationLevel = 'read uncommitted' | 'read committed' | 'repeatable read' | 'serializable'
 
 export type Propagation =
   | 'required'

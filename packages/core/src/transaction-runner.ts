@@ -66,8 +66,11 @@ export async function runTransaction<T>(
   access: TenantPoolAccess,
   key: TenantKey,
   fn: () => Promise<T>,
-  options: TransactionOptions = {},
+  requested: TransactionOptions = {},
 ): Promise<T> {
+  // PostgreSQL runs READ UNCOMMITTED as READ COMMITTED; normalising here keeps joins comparable.
+  const options: TransactionOptions =
+    requested.isolationLevel === 'read uncommitted' ? { ...requested, isolationLevel: 'read committed' } : requested
   const propagation = validate(fn, options)
   const current = currentScope(key)
   switch (propagation) {

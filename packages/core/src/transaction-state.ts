@@ -35,6 +35,7 @@ let nextTransactionId = 1
 type QueryInput = string | QueryConfig
 
 const ISOLATION_SQL: Readonly<Record<IsolationLevel, string>> = {
+  'read uncommitted': 'READ COMMITTED',
   'read committed': 'READ COMMITTED',
   'repeatable read': 'REPEATABLE READ',
   serializable: 'SERIALIZABLE',
