@@ -268,7 +268,7 @@ describe('joining with conflicting options', () => {
     await using _ = access
     const bad = [
       { propagation: 'sometimes' },
-      { isolationLevel: 'read uncommitted' },
+      { isolationLevel: 'snapshot' },
       { readOnly: 'yes' },
     ] as unknown as TransactionOptions[]
     for (const options of bad) {
@@ -323,5 +323,19 @@ describe('several tenants in one async context', () => {
       const theirs = await observe(other, { service: 'billing', orgId: key.orgId })
       expect(theirs.pid).not.toBe(mine.pid)
     })
+  })
+})
+
+describe("isolationLevel 'read uncommitted'", () => {
+  it('runs as read committed, as PostgreSQL does, and joins a read committed transaction', async () => {
+    const { access, tenant } = setup()
+    await using _ = access
+    const shown = await tenant.transaction(async () => {
+      const inner = await tenant.transaction(async () => (await tenant.query('SHOW transaction_isolation')).rows[0], {
+        isolationLevel: 'read uncommitted',
+      })
+      return inner
+    }, { isolationLevel: 'read committed' })
+    expect(shown).toEqual({ transaction_isolation: 'read committed' })
   })
 })
