@@ -24,6 +24,14 @@ export interface PoolEntry {
   retired: boolean
   ended: Promise<void> | undefined
   onMaybeIdle: (() => void) | undefined
+  /** `pool:end` was reported (forced at a close deadline, or when the pool really ended). */
+  endReported: boolean
+  readonly secretName: string
+  readonly secretKey: string
+  /** Fingerprint of the secret version the pool's credentials come from. */
+  fingerprint: string
+  /** host:port/database@user: a secret that changes it needs a new pool. */
+  readonly target: string
 }
 
 export interface PoolCacheOptions {
@@ -34,6 +42,10 @@ export interface PoolCacheOptions {
 
 export interface PoolCacheHooks {
   create(key: TenantKey): Promise<PoolEntry>
+  /** A created pool was inserted into the cache (discarded ones are never reported). */
+  onCreated(entry: PoolEntry): void
+  /** Called for every live pool the sweeper keeps. */
+  onSweep(entry: PoolEntry): void
   onEvict(entry: PoolEntry, reason: EvictionReason): void
   onEnd(entry: PoolEntry, forced: boolean): void
 }
@@ -130,12 +142,16 @@ export class PoolCache {
     byOrg.set(key.orgId, entry)
     this.#size++
     this.created++
+    this.#hooks.onCreated(entry)
     return entry
   }
 
-  /** LRU among idle pools; when every pool is busy the cap holds and the caller gets `PoolCapacityError`. */
+  /**
+   * LRU among idle pools; when every pool is busy the cap holds and the caller gets `PoolCapacityError`.
+   * Creations in flight count against the cap, so concurrent misses can't evict each other's new pools.
+   */
   #makeRoom(): void {
-    while (this.#size >= this.#options.maxPools) {
+    while (this.#size + this.#pendingCount > this.#options.maxPools) {
       let victim: PoolEntry | undefined
       for (const byOrg of this.#entries.values()) {
         for (const entry of byOrg.values()) {
@@ -181,6 +197,8 @@ export class PoolCache {
         if (entry.lastUsedAt <= cutoff && !isBusy(entry)) {
           void this.retire(entry, 'idle')
           evicted++
+        } else {
+          this.#hooks.onSweep(entry)
         }
       }
     }
@@ -209,6 +227,16 @@ export class PoolCache {
     return [...this.#retiring]
   }
 
+  /** A cached entry without touching its recency (error paths, diagnostics). */
+  find(service: string, orgId: string): PoolEntry | undefined {
+    return this.#entries.get(service)?.get(orgId)
+  }
+
+  /** Stop tracking a retired pool that was force-ended (close deadline). */
+  forget(entry: PoolEntry): void {
+    this.#retiring.delete(entry)
+  }
+
   /** Wait for in-flight creations (close must not leave a pool created after it returned). */
   async settlePending(): Promise<void> {
     const all: Promise<PoolEntry>[] = []
@@ -228,14 +256,21 @@ export function isBusy(entry: PoolEntry): boolean {
   )
 }
 
+// pg-pool emits nothing when a new client fails to connect or a waiter times out, so a drain also looks
+// again on this interval; events make the common case immediate.
+const DRAIN_POLL_MS = 200
+
 function whenIdle(entry: PoolEntry): Promise<void> {
   if (!isBusy(entry)) return Promise.resolve()
   return new Promise((resolve) => {
+    const poll = setInterval(() => entry.onMaybeIdle?.(), DRAIN_POLL_MS)
+    poll.unref()
     entry.onMaybeIdle = () => {
       // pg emits `release` before the client is back in the idle list: look again on the next turn.
       setImmediate(() => {
         if (entry.onMaybeIdle && !isBusy(entry)) {
           entry.onMaybeIdle = undefined
+          clearInterval(poll)
           resolve()
         }
       })

@@ -388,23 +388,40 @@ describe('SecretCache: malformed secrets', () => {
 })
 
 describe('SecretCache: bounded LRU', () => {
-  it('keeps at most maxEntries (positive and negative), dropping the least recently used', async () => {
+  it('keeps at most maxEntries, dropping the least recently used secret when there are no failures to drop', async () => {
     const { source, cache } = setup({ maxEntries: 3 })
     for (const name of ['a', 'b', 'c', 'd']) source.set(name, secret(name))
     await cache.get('a')
     await cache.get('b')
-    await expect(cache.get('missing')).rejects.toBeInstanceOf(SecretNotFoundError)
+    await cache.get('c')
     await cache.get('a') // hit: a becomes most recent; b is now the oldest
-    await cache.get('c') // evicts b
+    await cache.get('d') // evicts b
     expect(cache.stats().entries).toBe(3)
     await cache.get('a')
-    await expect(cache.get('missing')).rejects.toBeInstanceOf(SecretNotFoundError)
-    expect(source.calls()).toBe(4)
-    await cache.get('b') // refetched, evicts c (least recently used)
-    expect(source.calls('b')).toBe(2)
     await cache.get('c')
-    expect(source.calls('c')).toBe(2)
+    expect(source.calls()).toBe(4)
+    await cache.get('b') // refetched, evicts d (least recently used)
+    expect(source.calls('b')).toBe(2)
+    await cache.get('d')
+    expect(source.calls('d')).toBe(2)
     expect(cache.stats().entries).toBe(3)
+  })
+
+  it('drops remembered failures before live secrets: a flood of unknown names costs at most one secret', async () => {
+    const { source, cache } = setup({ maxEntries: 3 })
+    for (const name of ['a', 'b', 'c']) source.set(name, secret(name))
+    await cache.get('a')
+    await cache.get('b')
+    await cache.get('c')
+    for (let i = 0; i < 100; i++) await expect(cache.get(`unknown-${i}`)).rejects.toBeInstanceOf(SecretNotFoundError)
+    expect(cache.stats().entries).toBe(3)
+    await cache.get('b')
+    await cache.get('c')
+    expect(source.calls('b')).toBe(1)
+    expect(source.calls('c')).toBe(1)
+    // the last unknown name is still remembered
+    await expect(cache.get('unknown-99')).rejects.toBeInstanceOf(SecretNotFoundError)
+    expect(source.calls('unknown-99')).toBe(1)
   })
 
   it('stays bounded under a flood of unknown names', async () => {

@@ -112,6 +112,22 @@ export class SecretCache {
   }
 
   /**
+   * The last good secret for `name`, fresh or stale (within staleIfErrorMs), without asking the source.
+   * New connections of a warm tenant use it so a slow or failing source never delays them.
+   */
+  peek(name: string): SecretBundle | undefined {
+    const entry = this.#entries.get(name)
+    if (entry?.bundle === undefined || this.#clock.now() >= entry.staleUntil) return undefined
+    return entry.bundle
+  }
+
+  /** True when `get(name)` would be answered from the cache. */
+  isFresh(name: string): boolean {
+    const entry = this.#entries.get(name)
+    return entry !== undefined && this.#clock.now() < entry.expiresAt
+  }
+
+  /**
    * Forgets `name` so the next `get` asks the source. With `fingerprint`, only if the cached secret
    * still has it: N callers that all failed with the same old password trigger one refetch, not N.
    * A fetch already in flight is kept (and joined by the next `get`).
@@ -220,8 +236,14 @@ export class SecretCache {
     this.#entries.delete(name)
     this.#entries.set(name, { bundle, error, expiresAt, staleUntil })
     const { maxEntries } = this.#config
+    if (this.#entries.size <= maxEntries) return
+    // Remembered failures go first: a flood of unknown org ids must not push out the secrets of live tenants.
+    for (const [oldest, entry] of this.#entries) {
+      if (this.#entries.size <= maxEntries) return
+      if (entry.bundle === undefined && oldest !== name) this.#entries.delete(oldest)
+    }
     for (const oldest of this.#entries.keys()) {
-      if (this.#entries.size <= maxEntries) break
+      if (this.#entries.size <= maxEntries) return
       this.#entries.delete(oldest)
     }
   }

@@ -60,7 +60,11 @@ class TransactionConnection implements TenantConnection {
 
   query<R extends QueryResultRow = any>(config: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
     if (this.#released) return Promise.reject(released())
-    return this.#scope.query<R>(config, values)
+    // Used inside a savepoint of its own transaction, it runs there: that savepoint holds this scope's
+    // queue, so queueing here would wait for the savepoint while the savepoint waits for this query.
+    const here = currentScope(this.#scope.tx.key)
+    const scope = here !== undefined && here !== this.#scope && here.tx === this.#scope.tx && here.active ? here : this.#scope
+    return scope.query<R>(config, values)
   }
 
   release(): void {

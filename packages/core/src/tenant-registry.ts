@@ -4,12 +4,13 @@ import { parse as parseConnectionString } from 'pg-connection-string'
 import {
   ConnectionError,
   HyperconnError,
+  InvalidOptionsError,
   RegistryClosedError,
   SecretSourceError,
   UnknownServiceError,
 } from './hyperconn-error.js'
 import type { PoolEntry } from './pool-cache.js'
-import { PoolCache, isBusy } from './pool-cache.js'
+import { PoolCache } from './pool-cache.js'
 import { sqlStateOf } from './pg-error.js'
 import type { EvictionReason, RegistryEventName, RegistryListener } from './registry-events.js'
 import { RegistryEventEmitter } from './registry-events.js'
@@ -61,6 +62,8 @@ export class Registry implements AsyncDisposable {
   readonly #pools: PoolCache
   readonly #access: TenantPoolAccess
   readonly #lastAuthRefresh = new Map<string, number>()
+  // Kept off the entry object so no inspect or stats path can ever reach it.
+  readonly #passwords = new WeakMap<PoolEntry, string>()
   #closing: Promise<void> | undefined
   #connectionErrors = 0
 
@@ -82,11 +85,19 @@ export class Registry implements AsyncDisposable {
     })
     this.#pools = new PoolCache(options.eviction, options.clock, {
       create: (key) => this.#createEntry(key),
+      onCreated: (entry) => {
+        this.#events.emit('pool:create', { service: entry.key.service, orgId: entry.key.orgId })
+        options.logger.debug({ service: entry.key.service, orgId: entry.key.orgId, target: entry.target }, 'hyperconn: pool created')
+      },
+      onSweep: (entry) => {
+        // refresh-ahead: a rotated secret reaches busy pools too, at most one fetch per secret per TTL
+        if (!this.#secrets.isFresh(entry.secretName)) this.#refreshSecret(entry)
+      },
       onEvict: (entry, reason) => {
         this.#events.emit('pool:evict', { service: entry.key.service, orgId: entry.key.orgId, reason })
         options.logger.debug({ service: entry.key.service, orgId: entry.key.orgId, reason }, 'hyperconn: pool evicted')
       },
-      onEnd: (entry, forced) => this.#events.emit('pool:end', { service: entry.key.service, orgId: entry.key.orgId, forced }),
+      onEnd: (entry, forced) => this.#reportEnd(entry, forced),
     })
     this.#access = Object.freeze({
       acquire: (key: TenantKey) => this.#acquire(key),
@@ -123,6 +134,7 @@ export class Registry implements AsyncDisposable {
 
   /** Resolve secrets and create pools ahead of traffic. Rejects with the first failure after trying all. */
   async warm(orgIds: readonly string[], service?: string): Promise<void> {
+    if (!Array.isArray(orgIds)) throw new InvalidOptionsError('warm(orgIds, service?): orgIds must be an array of org ids.')
     const services = service === undefined ? this.#options.services : [service]
     const keys = orgIds.flatMap((orgId) => services.map((s) => this.#key(s, orgId)))
     const results = await Promise.allSettled(keys.map((key) => this.#entry(key)))
@@ -190,7 +202,10 @@ export class Registry implements AsyncDisposable {
    * still checked out at the deadline have their connections closed; the promise resolves by then.
    */
   close(options: CloseOptions = {}): Promise<void> {
-    this.#closing ??= this.#close(options.timeoutMs ?? 10_000)
+    const timeoutMs = options.timeoutMs ?? 10_000
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0)
+      return Promise.reject(new InvalidOptionsError('close({ timeoutMs }): timeoutMs must be a finite number of milliseconds >= 0.'))
+    this.#closing ??= this.#close(timeoutMs)
     return this.#closing
   }
 
@@ -223,13 +238,15 @@ export class Registry implements AsyncDisposable {
     if (timer) clock.clearTimeout(timer)
     if (outcome === 'timeout') {
       for (const entry of [...this.#pools.entries(), ...this.#pools.retiring()]) {
-        if (entry.checkedOut.size === 0 && !isBusy(entry)) continue
         this.#options.logger.warn(
           { service: entry.key.service, orgId: entry.key.orgId, checkedOut: entry.checkedOut.size },
           'hyperconn: closing connections still checked out at the close deadline',
         )
         for (const client of entry.checkedOut) void client.end().catch(() => {})
-        this.#events.emit('pool:end', { service: entry.key.service, orgId: entry.key.orgId, forced: true })
+        // ends idle clients now; waiters still queued fail at connectionTimeoutMillis
+        void entry.pool.shutdown().catch(() => {})
+        this.#reportEnd(entry, true)
+        this.#pools.forget(entry)
       }
     }
     this.#secrets.clear()
@@ -264,18 +281,22 @@ export class Registry implements AsyncDisposable {
     if (entry === undefined || entry.retired || this.#closing !== undefined) entry = await this.#entry(key)
     let client: PoolClient | undefined
     for (let attempt = 0; client === undefined; attempt++) {
-      const current = entry
+      const current: PoolEntry = entry
       current.pendingLeases++
       try {
         client = await current.pool.connect()
       } catch (error) {
         const sqlState = sqlStateOf(error)
-        if (attempt === 0 && sqlState !== undefined && AUTH_FAILURES.has(sqlState) && this.#mayRefreshSecret(key)) {
-          // The password may have been rotated: fetch the secret again, rebuild the pool, retry once.
-          this.#secrets.invalidate(this.#options.secretName(key.orgId))
-          void this.#pools.retire(current, 'rotation')
+        if (attempt === 0 && sqlState !== undefined && AUTH_FAILURES.has(sqlState)) {
+          // The password may have been rotated. One caller refetches the secret (only if it is still the
+          // version that failed, and at most once per interval) and rebuilds the pool; every caller that
+          // failed on the old pool retries once on the new one.
+          if (this.#mayRefreshSecret(current.secretName)) {
+            this.#secrets.invalidate(current.secretName, current.fingerprint)
+            void this.#pools.retire(current, 'rotation')
+          }
           entry = await this.#entry(key)
-          continue
+          if (entry !== current) continue
         }
         throw this.#connectionError(current, error)
       } finally {
@@ -295,13 +316,53 @@ export class Registry implements AsyncDisposable {
     }
   }
 
-  #mayRefreshSecret(key: TenantKey): boolean {
-    const name = this.#options.secretName(key.orgId)
+  #mayRefreshSecret(name: string): boolean {
     const now = this.#options.clock.now()
     const last = this.#lastAuthRefresh.get(name)
     if (last !== undefined && now - last < AUTH_REFRESH_INTERVAL_MS) return false
+    if (this.#lastAuthRefresh.size >= 1_000) {
+      for (const [other, at] of this.#lastAuthRefresh) if (now - at >= AUTH_REFRESH_INTERVAL_MS) this.#lastAuthRefresh.delete(other)
+    }
     this.#lastAuthRefresh.set(name, now)
     return true
+  }
+
+  #reportEnd(entry: PoolEntry, forced: boolean): void {
+    if (entry.endReported) return
+    entry.endReported = true
+    this.#events.emit('pool:end', { service: entry.key.service, orgId: entry.key.orgId, forced })
+  }
+
+  #refreshSecret(entry: PoolEntry): void {
+    this.#secrets.get(entry.secretName).then(
+      (bundle) => this.#applySecret(entry, bundle),
+      () => {}, // reported through secret events; the pool keeps its last good credentials
+    )
+  }
+
+  /**
+   * A new version of the tenant's secret: new connections use its password; if it moved the tenant to
+   * another host, port, database or user, the pool is retired and the next caller gets a new one.
+   */
+  #applySecret(entry: PoolEntry, bundle: SecretBundle): void {
+    if (bundle.fingerprint === entry.fingerprint) return
+    let connectionString: string
+    try {
+      connectionString = bundle.connectionString(entry.secretKey)
+    } catch {
+      return // malformed now: keep the last good credentials; getPool reports the format error
+    }
+    entry.fingerprint = bundle.fingerprint
+    const parsed = parseConnectionString(connectionString)
+    this.#passwords.set(entry, parsed.password ?? '')
+    entry.redactions = [...new Set([...credentialsOf(connectionString, parsed.password), ...entry.redactions])].slice(0, 16)
+    if (targetOf(parsed) !== entry.target && !entry.retired) {
+      this.#options.logger.info(
+        { service: entry.key.service, orgId: entry.key.orgId, target: describeConnectionString(connectionString) },
+        'hyperconn: secret now points elsewhere; replacing the pool',
+      )
+      void this.#pools.retire(entry, 'rotation')
+    }
   }
 
   async #createEntry(key: TenantKey): Promise<PoolEntry> {
@@ -322,28 +383,6 @@ export class Registry implements AsyncDisposable {
     const secretKey = this.#options.secretKey(key.service)
     const connectionString = bundle.connectionString(secretKey)
     this.#assertOpen()
-    const config = this.#poolConfig(key, connectionString, secretName, secretKey)
-    const pool = new TenantPool(key, config, () => this.#acquire(key).then((lease) => lease.client))
-    const entry: PoolEntry = {
-      key,
-      pool,
-      resolved: Promise.resolve(pool),
-      redactions: bundle.secretValues(),
-      lastUsedAt: this.#options.clock.now(),
-      lastUse: 0,
-      pendingLeases: 0,
-      checkedOut: new Set(),
-      retired: false,
-      ended: undefined,
-      onMaybeIdle: undefined,
-    }
-    this.#watch(entry)
-    this.#events.emit('pool:create', { service: key.service, orgId: key.orgId })
-    this.#options.logger.debug({ service: key.service, orgId: key.orgId, target: describeConnectionString(connectionString) }, 'hyperconn: pool created')
-    return entry
-  }
-
-  #poolConfig(key: TenantKey, connectionString: string, secretName: string, secretKey: string): PoolConfig {
     const parsed = parseConnectionString(connectionString)
     const config: PoolConfig = { ...this.#options.pool }
     for (const [name, value] of Object.entries(parsed)) {
@@ -351,20 +390,36 @@ export class Registry implements AsyncDisposable {
       ;(config as Record<string, unknown>)[name] = name === 'port' ? Number(value) : value
     }
     config.application_name ??= `hyperconn:${key.service}`
-    // Resolved per physical connection, so a rotated password is picked up without rebuilding the pool.
-    let known = { fingerprint: '', password: parsed.password ?? '' }
-    config.password = async () => {
-      try {
-        const bundle = await this.#secrets.get(secretName)
-        if (bundle.fingerprint !== known.fingerprint) {
-          known = { fingerprint: bundle.fingerprint, password: parseConnectionString(bundle.connectionString(secretKey)).password ?? '' }
-        }
-      } catch {
-        // the source is failing and nothing stale is left: try the password the pool was built with
-      }
-      return known.password
+    // Asked on every new physical connection (always after `entry` below exists): uses the cached secret,
+    // even stale, so a slow or failing source never delays a warm tenant, and refreshes it once expired.
+    config.password = () => {
+      const cached = this.#secrets.peek(secretName)
+      if (cached !== undefined) this.#applySecret(entry, cached)
+      if (!this.#secrets.isFresh(secretName)) this.#refreshSecret(entry)
+      return Promise.resolve(this.#passwords.get(entry) ?? '')
     }
-    return config
+    const pool = new TenantPool(key, config, () => this.#acquire(key).then((lease) => lease.client))
+    const entry: PoolEntry = {
+      key,
+      pool,
+      resolved: Promise.resolve(pool),
+      redactions: credentialsOf(connectionString, parsed.password),
+      lastUsedAt: this.#options.clock.now(),
+      lastUse: 0,
+      pendingLeases: 0,
+      checkedOut: new Set(),
+      retired: false,
+      ended: undefined,
+      onMaybeIdle: undefined,
+      endReported: false,
+      secretName,
+      secretKey,
+      fingerprint: bundle.fingerprint,
+      target: targetOf(parsed),
+    }
+    this.#passwords.set(entry, parsed.password ?? '')
+    this.#watch(entry)
+    return entry
   }
 
   /** Error listeners on the pool and every client: a dropped connection is reported, never a crash. */
@@ -409,17 +464,49 @@ export class Registry implements AsyncDisposable {
     )
   }
 
-  /** Query errors pass through untouched (users need their class and fields) unless they mention a secret. */
+  /**
+   * Query errors keep their class, code and fields (users branch on them); only text that contains a
+   * credential of this tenant (current, or of a pool still draining) is masked, in place.
+   */
   #redactQueryError(key: TenantKey, error: unknown): unknown {
     if (!(error instanceof Error) || error instanceof HyperconnError) return error
-    const entry = this.#pools.peek(key.service, key.orgId)
-    const redactions = entry?.redactions ?? []
-    const detail = (error as { detail?: unknown }).detail
-    const text = `${error.message}\n${error.stack ?? ''}\n${typeof detail === 'string' ? detail : ''}`
-    if (redactText(text, redactions) === text) return error
-    const sqlState = sqlStateOf(error)
-    return new ConnectionError(redactText(error.message, redactions), sqlState)
+    const redactions: string[] = [...(this.#pools.find(key.service, key.orgId)?.redactions ?? [])]
+    for (const entry of this.#pools.retiring()) {
+      if (entry.key.service === key.service && entry.key.orgId === key.orgId) redactions.push(...entry.redactions)
+    }
+    const fields = error as unknown as Record<string, unknown>
+    let leaked = false
+    for (const field of REDACTED_FIELDS) {
+      const value = fields[field]
+      if (typeof value !== 'string') continue
+      const clean = redactText(value, redactions)
+      if (clean !== value) {
+        leaked = true
+        fields[field] = clean
+      }
+    }
+    if (leaked && typeof error.stack === 'string') error.stack = redactText(error.stack, redactions)
+    return error
   }
+}
+
+// pg DatabaseError fields that may echo query text or values
+const REDACTED_FIELDS = ['message', 'detail', 'hint', 'where', 'internalQuery'] as const
+
+/** What must never appear in output: the whole URL and its password (raw and decoded). */
+function credentialsOf(connectionString: string, password: string | null | undefined): string[] {
+  const out = [connectionString]
+  if (password) out.push(password)
+  return out
+}
+
+function targetOf(parsed: {
+  host?: string | null | undefined
+  port?: string | null | undefined
+  database?: string | null | undefined
+  user?: string | null | undefined
+}): string {
+  return `${parsed.host ?? ''}:${parsed.port ?? ''}/${parsed.database ?? ''}@${parsed.user ?? ''}`
 }
 
 function describeError(error: unknown): string {
