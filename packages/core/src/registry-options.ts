@@ -33,6 +33,8 @@ export interface SecretCacheOptions {
   notFoundTtlMs?: number
   /** Most secrets (found and not found) kept. Default 10 000. */
   maxEntries?: number
+  /** After a transient failure, how long the source is left alone (stale secrets or the error are served). Default 1 000. */
+  errorBackoffMs?: number
 }
 
 export interface RegistryOptions {
@@ -164,6 +166,7 @@ export function resolveOptions(input: RegistryOptions): ResolvedOptions {
     staleIfErrorMs: number('secretCache', secretCache, 'staleIfErrorMs', 3_600_000, 0),
     notFoundTtlMs: number('secretCache', secretCache, 'notFoundTtlMs', 30_000, 0),
     maxEntries: number('secretCache', secretCache, 'maxEntries', 10_000, 1),
+    errorBackoffMs: number('secretCache', secretCache, 'errorBackoffMs', 1_000, 0),
   }
 
   const userSecretName = options.secretName as ((orgId: string) => string) | undefined

@@ -148,6 +148,7 @@ describe('secrets through the real AWS SDK', () => {
       expect(error.transient).toBe(true)
     }
     await sm.setFault('none')
+    clock.advance(1_001) // past errorBackoffMs: the source is asked again
     expect(stale.length).toBeGreaterThan(0)
     expect(stale.every((name) => name === 'martech-warm1')).toBe(true)
     expect(registry.stats().secretCache.staleServed).toBeGreaterThan(0)
