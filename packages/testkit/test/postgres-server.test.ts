@@ -78,4 +78,45 @@ describe('startPostgres', () => {
       await rm(parent, { recursive: true, force: true })
     }
   })
+
+  it('handleSignals: false adds no signal listener for that server; a signal stops only the servers that handle them', async () => {
+    const count = () => ({
+      term: process.listenerCount('SIGTERM'),
+      int: process.listenerCount('SIGINT'),
+      hup: process.listenerCount('SIGHUP'),
+      exit: process.listenerCount('exit'),
+    })
+    const before = count()
+    const owned = await startPostgres({ handleSignals: false })
+    try {
+      // The exit hook stays as the last resort; no signal hook.
+      expect(count()).toEqual({ ...before, exit: before.exit + 1 })
+
+      const beforeListeners = process.listeners('SIGTERM')
+      const handled = await startPostgres()
+      const [listener] = process.listeners('SIGTERM').filter((l) => !beforeListeners.includes(l))
+      expect(count()).toEqual({ term: before.term + 1, int: before.int + 1, hup: before.hup + 1, exit: before.exit + 1 })
+
+      // What a SIGTERM does while the process has a handler of its own (as the example app has): call
+      // testkit's listener directly, with our own listener keeping the signal from being re-raised.
+      const keepAlive = (): void => {}
+      process.on('SIGTERM', keepAlive)
+      try {
+        expect(listener).toBeTypeOf('function')
+        ;(listener as (signal: NodeJS.Signals) => void)('SIGTERM')
+      } finally {
+        process.removeListener('SIGTERM', keepAlive)
+      }
+      await expect(connect(handled.adminUrl)).rejects.toMatchObject({ code: 'ECONNREFUSED' })
+      const client = await connect(owned.adminUrl)
+      expect((await client.query('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }])
+      await client.end()
+      expect(count()).toEqual({ ...before, exit: before.exit + 1 })
+      await handled.stop()
+    } finally {
+      await owned.stop()
+    }
+    expect(count()).toEqual(before)
+    await expect(connect(owned.adminUrl)).rejects.toMatchObject({ code: 'ECONNREFUSED' })
+  })
 })
