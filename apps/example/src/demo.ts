@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { isDeepStrictEqual } from 'node:util'
 import { CleanupStack } from './cleanup-stack.js'
+import { onShutdownSignal } from './shutdown-signals.js'
 import { createShopClient } from './shop-client.js'
 import type { ShopClient } from './shop-client.js'
 import type { ShopEnvironment } from './shop-environment.js'
@@ -87,7 +88,8 @@ async function scenario(): Promise<void> {
   let env: ShopEnvironment | undefined
   let baseUrl = ''
   startup = (async () => {
-    env = await startShopEnvironment(config, { onStep: say, signal: interruption.signal })
+    // finish() stops PostgreSQL after the HTTP server and the registry: testkit must not kill it on the signal.
+    env = await startShopEnvironment(config, { onStep: say, signal: interruption.signal, handleSignals: false })
     cleanup.defer('environment', () => env?.close())
     const app = createShopApp({ registry: env.registry })
     cleanup.defer('HTTP server', () => app.close())
@@ -231,29 +233,19 @@ function finish(code: number): Promise<never> {
   return finishing
 }
 
-let interruptedAt = 0
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  // `on`, not `once`: while we listen, the testkit's own signal hook leaves the exit to us.
-  process.on(signal, () => {
-    if (interrupted) {
-      // One Ctrl-C can arrive twice (from the terminal, and relayed by a wrapper); only a later one means "now".
-      if (performance.now() - interruptedAt > 2_000) process.exit(130)
-      return
-    }
-    interrupted = true
-    interruptedAt = performance.now()
-    interruption.abort()
-    console.log(`\n${signal} received: stopping`)
-    void startup.then(
-      () => finish(130),
-      (error: unknown) => {
-        // Start-up stopped what it had started; report only if that went wrong.
-        if (error instanceof AggregateError) console.error(`  ✗ ${error.message}`)
-        return finish(130)
-      },
-    )
-  })
-}
+onShutdownSignal((signal) => {
+  interrupted = true
+  interruption.abort()
+  console.log(`\n${signal} received: stopping`)
+  void startup.then(
+    () => finish(130),
+    (error: unknown) => {
+      // Start-up stopped what it had started; report only if that went wrong.
+      if (error instanceof AggregateError) console.error(`  ✗ ${error.message}`)
+      return finish(130)
+    },
+  )
+})
 
 try {
   await scenario()

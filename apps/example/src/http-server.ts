@@ -51,6 +51,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   app.setErrorHandler((error, request, reply) => {
     const mapped = toHttpError(error)
     if (mapped.unexpected) request.log.error({ err: error }, 'request failed')
+    if (mapped.headers !== undefined) reply.headers(mapped.headers)
     return reply.status(mapped.status).send(mapped.body)
   })
 

@@ -5,6 +5,7 @@
 import type { Logger } from '@hyperconn/core'
 import type { ShopApp } from './shop-app.js'
 import type { ShopEnvironment } from './shop-environment.js'
+import { onShutdownSignal } from './shutdown-signals.js'
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
@@ -41,10 +42,8 @@ function stop(code: number): Promise<void> {
   return stopping
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  // While we listen, the testkit's signal hook leaves the exit (after our graceful stop) to us.
-  process.on(signal, () => void stop(0))
-}
+// A second signal while stop() drains exits at once (the embedded PostgreSQL is then stopped by testkit's exit hook).
+onShutdownSignal(() => void stop(0))
 
 startup = (async () => {
   // Loaded after the signal handlers: a Ctrl-C during the (slow) module loading still ends cleanly.
@@ -58,6 +57,8 @@ startup = (async () => {
     logger: registryLogger,
     onStep: (step) => console.log(`· ${step}`),
     signal: aborted.signal,
+    // stop() shuts PostgreSQL down last, after the requests it serves: testkit must not kill it on the signal.
+    handleSignals: false,
   })
   app = createShopApp({ registry: env.registry, logger: true })
   target = app.http.log

@@ -24,6 +24,12 @@ export interface StartShopEnvironmentOptions {
   onStep?: (message: string) => void
   /** Aborts start-up between steps (Ctrl-C); what was started by then is stopped before the rejection. */
   signal?: AbortSignal
+  /**
+   * Passed to testkit's `startPostgres` for the embedded server (default true: stopped at once on
+   * SIGINT/SIGTERM/SIGHUP). False when the caller handles those signals and calls `close()` itself, which
+   * stops PostgreSQL last, after the requests it serves.
+   */
+  handleSignals?: boolean
 }
 
 const LOCAL_REGION = 'eu-west-1'
@@ -50,7 +56,7 @@ export async function startShopEnvironment(
       let adminUrl = config.adminUrl
       if (adminUrl === undefined) {
         step('starting an embedded PostgreSQL')
-        const server = await startPostgres()
+        const server = await startPostgres({ handleSignals: options.handleSignals !== false })
         cleanup.defer('embedded PostgreSQL', () => server.stop())
         adminUrl = server.adminUrl
       }

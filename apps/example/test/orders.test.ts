@@ -1,3 +1,4 @@
+import pg from 'pg'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { catalogueFor } from '../src/tenant-databases.js'
 import { startShopFixture } from './shop-fixture.js'
@@ -63,6 +64,12 @@ function sqlStates(error: unknown): string[] {
     if (states.length > 5) break
   }
   return states
+}
+
+function messages(error: unknown): string[] {
+  const found: string[] = []
+  for (let e: unknown = error; e instanceof Error && found.length < 6; e = e.cause) found.push(e.message)
+  return found
 }
 
 describe('POST /orders', () => {
@@ -190,6 +197,59 @@ describe('POST /orders', () => {
     expect(response.statusCode).toBe(400)
     expect(response.json()).toMatchObject({ error: 'invalid_request' })
     await expectUntouched(ACME)
+  })
+})
+
+describe('lost database connection', () => {
+  /** A superuser connection of its own to one tenant database, to hold locks across statements. */
+  async function lockingClient(orgId: string): Promise<pg.Client> {
+    const database = shop.env.local?.databases.find((d) => d.orgId === orgId)
+    if (database === undefined) throw new Error(`no test database for ${orgId}`)
+    const client = new pg.Client({ connectionString: database.adminUrl })
+    client.on('error', () => {})
+    await client.connect()
+    return client
+  }
+
+  /** The backend of the app's stock update, once it waits for the row lock. */
+  async function blockedStockUpdate(orgId: string): Promise<number> {
+    const deadline = Date.now() + 10_000
+    while (Date.now() < deadline) {
+      const [row] = await shop.sql<{ pid: number }>(
+        orgId,
+        `SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE 'update "inventory"%'`,
+      )
+      if (row !== undefined) return row.pid
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    throw new Error('the order never blocked on the locked inventory row')
+  }
+
+  it("answers 503 with Retry-After: 1 when the order's backend is killed mid-transaction, and writes nothing", async () => {
+    const errors = captureErrors()
+    const locker = await lockingClient(ACME)
+    try {
+      await locker.query('BEGIN')
+      await locker.query(`SELECT 1 FROM inventory WHERE sku = 'anvil' FOR UPDATE`)
+      // Drizzle inserts the order row, then Kysely's stock update waits for the lock held above.
+      const pending = placeOrder(ACME, [{ sku: 'anvil', quantity: 2 }])
+      const pid = await blockedStockUpdate(ACME)
+      await shop.sql(ACME, 'SELECT pg_terminate_backend($1)', [pid])
+      const response = await pending
+      expect(response.statusCode).toBe(503)
+      expect(response.headers['retry-after']).toBe('1')
+      expect(response.json()).toEqual({ error: 'tenant_unavailable', message: expect.stringContaining('retry') })
+      // The injected failure, nothing else: admin shutdown (57P01) or pg's code-less "Connection terminated".
+      const reasons = errors.flatMap((error) => [...sqlStates(error), ...messages(error)])
+      expect(reasons.some((r) => r === '57P01' || r.startsWith('Connection terminated'))).toBe(true)
+    } finally {
+      await locker.query('ROLLBACK').catch(() => {})
+      await locker.end()
+    }
+    await expectUntouched(ACME)
+    // The pool replaced the dead connection: the next order goes through.
+    expect((await placeOrder(ACME, [{ sku: 'anvil', quantity: 2 }])).statusCode).toBe(201)
   })
 })
 

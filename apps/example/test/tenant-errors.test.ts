@@ -86,6 +86,32 @@ describe('unknown tenant', () => {
   })
 })
 
+describe('secret source failures', () => {
+  it('a permanent SecretSourceError (access denied) → 500, not 503: retrying cannot help', async () => {
+    await shop.secretsManager.setFault('accessDenied')
+    try {
+      const response = await request('GET', '/orders', { 'x-org-id': 'denied-org' })
+      expect(response.statusCode).toBe(500)
+      expect(response.headers['retry-after']).toBeUndefined()
+      expect(response.json()).toEqual({ error: 'internal_error', message: 'Internal error.' })
+    } finally {
+      await shop.secretsManager.setFault('none')
+    }
+  })
+
+  it('a transient SecretSourceError (throttling) → 503 with Retry-After: 1', async () => {
+    await shop.secretsManager.setFault('throttle') // every attempt of the SDK's retries
+    try {
+      const response = await request('GET', '/orders', { 'x-org-id': 'throttled-org' })
+      expect(response.statusCode).toBe(503)
+      expect(response.headers['retry-after']).toBe('1')
+      expect(response.json()).toMatchObject({ error: 'tenant_unavailable' })
+    } finally {
+      await shop.secretsManager.setFault('none')
+    }
+  })
+})
+
 describe('service endpoints', () => {
   it('/health answers without a tenant', async () => {
     const response = await request('GET', '/health', {})
