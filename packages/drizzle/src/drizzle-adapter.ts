@@ -1,4 +1,11 @@
-import { bindTransaction, InstanceCache, InvalidOptionsError, TransactionClosedError } from '@hyperconn/core'
+import {
+  bindTransaction,
+  InstanceCache,
+  InvalidOptionsError,
+  TENANT_ID_PATTERN,
+  TransactionClosedError,
+  UnsupportedError,
+} from '@hyperconn/core'
 import type { Registry, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
 import { DefaultLogger, is } from 'drizzle-orm'
 import type { Casing, DrizzleConfig, ExtractTablesWithRelations, Logger, RelationalSchemaConfig } from 'drizzle-orm'
@@ -53,6 +60,15 @@ class TenantQueryClient {
 
   query(config: QueryInput, values?: unknown[]): Promise<QueryResult> {
     return this.#tenant.query(config, values)
+  }
+
+  /**
+   * `db.$client.end()`, the usual Drizzle shutdown line, does nothing: the registry owns the pools, and
+   * `registry.close()` ends them. (pg.Pool's callback form is accepted too.)
+   */
+  end(callback?: (error?: Error) => void): Promise<void> {
+    if (typeof callback === 'function') callback()
+    return Promise.resolve()
   }
 
   // The registry owns connection errors; these keep a drizzle that subscribes to client events working.
@@ -159,14 +175,12 @@ function transactionOptions(config: PgTransactionConfig | undefined): Transactio
   const options: TransactionOptions = { propagation: 'required' }
   if (config === undefined) return options
   if (config.deferrable === true) {
-    throw new InvalidOptionsError(
+    throw new UnsupportedError(
       'db.transaction(fn, { deferrable: true }) is not supported by @hyperconn/core yet. Leave deferrable out (PostgreSQL defaults to NOT DEFERRABLE).',
     )
   }
-  if (config.isolationLevel !== undefined) {
-    // PostgreSQL runs READ UNCOMMITTED exactly as READ COMMITTED; core only knows the latter.
-    options.isolationLevel = config.isolationLevel === 'read uncommitted' ? 'read committed' : config.isolationLevel
-  }
+  // Core validates it ('read uncommitted' runs as 'read committed', as in PostgreSQL).
+  if (config.isolationLevel !== undefined) options.isolationLevel = config.isolationLevel
   if (config.accessMode !== undefined) {
     if (config.accessMode !== 'read only' && config.accessMode !== 'read write') {
       throw new InvalidOptionsError(`Unknown accessMode "${String(config.accessMode)}". Use "read only" or "read write".`)
@@ -248,6 +262,42 @@ function createTenantDb<TSchema extends Record<string, unknown>>(
   return db
 }
 
+const KNOWN_OPTIONS: ReadonlySet<string> = new Set(['service', 'schema', 'casing', 'logger', 'maxInstances'])
+
+// drizzle() options a Drizzle user may carry over, and why each cannot apply here.
+const REFUSED_OPTIONS: Readonly<Record<string, string>> = {
+  client: 'queries run on the registry\'s pools',
+  connection: 'connection strings come from the registry\'s secrets',
+  cache: 'a query cache keyed on SQL text would be shared across tenants',
+}
+
+/**
+ * The same rules in every hyperconn adapter: an options object, no unknown keys, a service name that can
+ * be one of the registry's (whether it is one is checked by the first getDb: UnknownServiceError), and
+ * maxInstances a positive safe integer.
+ */
+function validateOptions(options: unknown): void {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidOptionsError('createDrizzleAdapter(registry, options): options must be an object with a service name.')
+  }
+  for (const key of Object.keys(options)) {
+    const refused = REFUSED_OPTIONS[key]
+    if (refused !== undefined) throw new InvalidOptionsError(`createDrizzleAdapter: option "${key}" is not supported: ${refused}.`)
+    if (!KNOWN_OPTIONS.has(key)) {
+      throw new InvalidOptionsError(`createDrizzleAdapter: unknown option "${key}". Known options: ${[...KNOWN_OPTIONS].join(', ')}.`)
+    }
+  }
+  const { service, maxInstances } = options as { service?: unknown; maxInstances?: unknown }
+  if (typeof service !== 'string' || !TENANT_ID_PATTERN.test(service)) {
+    throw new InvalidOptionsError(
+      'createDrizzleAdapter: options.service must be the name of one of the registry\'s services, e.g. "core" (1-64 characters from [A-Za-z0-9_-], starting with a letter or digit).',
+    )
+  }
+  if (maxInstances !== undefined && !(Number.isSafeInteger(maxInstances) && (maxInstances as number) >= 1)) {
+    throw new InvalidOptionsError(`createDrizzleAdapter: maxInstances must be a positive safe integer; got ${typeof maxInstances === 'number' ? maxInstances : typeof maxInstances}.`)
+  }
+}
+
 /**
  * Drizzle (node-postgres) on @hyperconn/core: `getDb(orgId)` returns a tenant-bound database whose
  * queries run on the registry's pool of that tenant and join the shared transaction context, so
@@ -257,13 +307,8 @@ export function createDrizzleAdapter<TSchema extends Record<string, unknown> = R
   registry: Registry,
   options: DrizzleAdapterOptions<TSchema>,
 ): DrizzleAdapter<TSchema> {
+  validateOptions(options)
   const { service, maxInstances } = options
-  if (typeof service !== 'string' || service === '') {
-    throw new InvalidOptionsError('createDrizzleAdapter(registry, { service }): service must be one of the registry\'s services.')
-  }
-  if (maxInstances !== undefined && (!Number.isSafeInteger(maxInstances) || maxInstances < 1)) {
-    throw new InvalidOptionsError('createDrizzleAdapter: maxInstances must be a positive integer.')
-  }
   // Only keys that were given: drizzle's config detection and exactOptionalPropertyTypes both care.
   const config: DrizzleConfig<TSchema> = {}
   if (options.schema !== undefined) config.schema = options.schema

@@ -1,4 +1,11 @@
-import { createRegistry, InvalidOptionsError, InvalidTenantIdError, SecretNotFoundError, staticSecrets, UnknownServiceError } from '@hyperconn/core'
+import {
+  createRegistry,
+  InvalidOptionsError,
+  InvalidTenantIdError,
+  SecretNotFoundError,
+  staticSecrets,
+  UnknownServiceError,
+} from '@hyperconn/core'
 import type { Registry } from '@hyperconn/core'
 import { testDatabase } from '@hyperconn/testkit/vitest'
 import type { TestDatabase } from '@hyperconn/testkit'
@@ -6,6 +13,7 @@ import { DrizzleQueryError, eq, sql } from 'drizzle-orm'
 import pg from 'pg'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createDrizzleAdapter } from '../src/index.js'
+import type { DrizzleAdapterOptions } from '../src/index.js'
 import { adminClient, CREATE_TABLES, posts, rejection, schema, userNames, users } from './support/schema.js'
 
 let db1: TestDatabase
@@ -98,11 +106,44 @@ describe('getDb', () => {
 })
 
 describe('createDrizzleAdapter', () => {
-  it('validates its options', async () => {
+  it('validates its options: service syntax, unknown keys (also drizzle\'s cache), maxInstances', async () => {
     await using registry = registryFor()
-    expect(() => createDrizzleAdapter(registry, { service: '' })).toThrow(InvalidOptionsError)
-    expect(() => createDrizzleAdapter(registry, { service: 'core', maxInstances: 0 })).toThrow(InvalidOptionsError)
-    expect(() => createDrizzleAdapter(registry, { service: 'core', maxInstances: 1.5 })).toThrow(InvalidOptionsError)
+    const create = (options: unknown) => () => createDrizzleAdapter(registry, options as DrizzleAdapterOptions)
+    for (const service of ['', 'bad service', '-core', 'a'.repeat(65), 42, undefined]) {
+      expect(create({ service })).toThrow(InvalidOptionsError)
+    }
+    expect(create({ service: 'core', cache: {} })).toThrow(/option "cache" is not supported: a query cache/)
+    expect(create({ service: 'core', client: {} })).toThrow(InvalidOptionsError)
+    expect(create({ service: 'core', colour: 'blue' })).toThrow(/unknown option "colour"/)
+    for (const maxInstances of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, '5']) {
+      expect(create({ service: 'core', maxInstances })).toThrow(/maxInstances must be a positive safe integer/)
+    }
+    expect(create(null)).toThrow(InvalidOptionsError)
+    expect(create({ service: 'core', maxInstances: 1 })).not.toThrow()
+    // A well-formed service the registry does not know passes here; the first getDb throws UnknownServiceError.
+    expect(create({ service: 'billing' })).not.toThrow()
+    expect(registry.stats().pools.created).toBe(0)
+  })
+})
+
+/** What code written for drizzle()'s return type calls on `db.$client` (a pg.Pool there). */
+interface PoolLikeClient {
+  end(callback?: () => void): Promise<void>
+}
+const clientOf = (db: object): PoolLikeClient => Reflect.get(db, '$client') as PoolLikeClient
+
+describe('db.$client', () => {
+  it('end() does nothing (the registry owns the pools), so the usual Drizzle shutdown line is safe', async () => {
+    await using registry = registryFor()
+    const db = createDrizzleAdapter(registry, { service: 'core', schema }).getDb('org1')
+    await db.insert(users).values({ name: 'ada' })
+    await expect(clientOf(db).end()).resolves.toBeUndefined()
+    let called = false
+    await clientOf(db).end(() => (called = true))
+    expect(called).toBe(true)
+    const pool = await registry.getPool('core', 'org1')
+    expect(pool.ended).toBe(false)
+    expect(await db.$count(users)).toBe(1)
   })
 })
 

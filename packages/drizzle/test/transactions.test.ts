@@ -6,6 +6,7 @@ import {
   TransactionClosedError,
   TransactionPropagationError,
   TransactionRolledBackError,
+  UnsupportedError,
 } from '@hyperconn/core'
 import type { Registry } from '@hyperconn/core'
 import { testDatabase } from '@hyperconn/testkit/vitest'
@@ -517,10 +518,10 @@ describe('transaction config', () => {
     expect(joined).toBe('on')
   })
 
-  it('rejects deferrable: true and unknown options without touching a connection', async () => {
+  it('rejects deferrable: true (UnsupportedError) and unknown options without touching a connection', async () => {
     const { registry, db } = setup()
     await using _ = registry
-    await expect(db.transaction(async () => 1, { deferrable: true })).rejects.toBeInstanceOf(InvalidOptionsError)
+    await expect(db.transaction(async () => 1, { deferrable: true })).rejects.toBeInstanceOf(UnsupportedError)
     await expect(db.transaction(async () => 1, { accessMode: 'readonly' as 'read only' })).rejects.toBeInstanceOf(
       InvalidOptionsError,
     )

@@ -190,6 +190,13 @@ export class TenantKnexClient extends ClientPG {
     const pid = connection instanceof KnexConnection ? connection.processID : undefined
     if (pid === undefined) throw new Error('Cannot cancel the query: its backend process id is unknown.')
     const tenant = this.#tenant
-    await tenant.transaction(() => tenant.query('SELECT pg_cancel_backend($1)', [pid]), { propagation: 'not_supported' })
+    try {
+      // A second connection of this tenant's pool: with pool.max 1 it waits for connectionTimeoutMillis.
+      await tenant.transaction(() => tenant.query('SELECT pg_cancel_backend($1)', [pid]), { propagation: 'not_supported' })
+    } catch (error) {
+      // knex rewrites the message of the error it gets here (and adds sql/bindings to it): give it a wrapper,
+      // so that the hyperconn error (ConnectionError, RegistryClosedError, ...) stays intact as its cause.
+      throw new Error(`Cannot cancel the timed-out query (backend ${pid}).`, { cause: error })
+    }
   }
 }

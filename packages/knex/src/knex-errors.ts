@@ -1,18 +1,19 @@
-import { InvalidOptionsError } from '@hyperconn/core'
+import { InvalidOptionsError, UnsupportedError } from '@hyperconn/core'
 
-// Unsupported knex usage is reported as InvalidOptionsError (code HC_INVALID_OPTIONS): core has no
-// dedicated "unsupported" code, and each message says what to do instead.
+// knex features the adapter cannot offer are UnsupportedError (HC_UNSUPPORTED); each message says what to
+// do instead. The two backstops at the end (InvalidOptionsError) guard knex client internals that the
+// adapter's instances never call.
 
-export function streamingUnsupported(): InvalidOptionsError {
-  return new InvalidOptionsError(
+export function streamingUnsupported(): UnsupportedError {
+  return new UnsupportedError(
     'knex .stream() / .pipe() is not supported by @hyperconn/knex yet: connections come from @hyperconn/core, ' +
       'which cannot run a pg Submittable (pg-query-stream) yet. Read large results in pages (keyset pagination ' +
       'with .where(id > last).orderBy(id).limit(n)) instead.',
   )
 }
 
-export function transactionProviderUnsupported(): InvalidOptionsError {
-  return new InvalidOptionsError(
+export function transactionProviderUnsupported(): UnsupportedError {
+  return new UnsupportedError(
     'knex transactions without a callback (`const trx = await db.transaction()`, db.transactionProvider()) are not ' +
       'supported by @hyperconn/knex: a transaction is bound to an async scope, so every adapter can join it. ' +
       'Pass a callback instead: `await db.transaction(async (trx) => { ... })`; it commits when the callback resolves ' +
@@ -20,8 +21,8 @@ export function transactionProviderUnsupported(): InvalidOptionsError {
   )
 }
 
-export function externalConnectionUnsupported(): InvalidOptionsError {
-  return new InvalidOptionsError(
+export function externalConnectionUnsupported(): UnsupportedError {
+  return new UnsupportedError(
     'db.transaction(fn, { connection }) is not supported by @hyperconn/knex: transactions run on the registry\'s ' +
       'pooled connections. Leave out `connection`.',
   )

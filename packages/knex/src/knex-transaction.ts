@@ -28,13 +28,6 @@ export type KnexTransactionScope<T> = (trx: Knex.Transaction) => Promise<T> | vo
 /** Builds the knex instance a transaction callback receives (see knex-adapter.ts). */
 export type TransactionKnexFactory = (handle: KnexTransactionHandle, parent: Knex) => Knex
 
-// knex also accepts 'read uncommitted', which PostgreSQL runs as READ COMMITTED: send that, so joining
-// checks compare like with like. Anything else ('snapshot' does not exist in PostgreSQL) goes to core
-// unchanged, which rejects it with InvalidOptionsError.
-function isolationLevel(level: Knex.IsolationLevels): IsolationLevel {
-  return level === 'read uncommitted' ? 'read committed' : (level as IsolationLevel)
-}
-
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
@@ -42,7 +35,9 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function toTransactionOptions(config: KnexTransactionConfig | undefined, propagation: Propagation): TransactionOptions {
   if (config?.connection !== undefined && config.connection !== null) throw externalConnectionUnsupported()
   const options: TransactionOptions = { propagation: config?.propagation ?? propagation }
-  if (config?.isolationLevel !== undefined) options.isolationLevel = isolationLevel(config.isolationLevel)
+  // Core validates the level: 'read uncommitted' runs as 'read committed' (as in PostgreSQL), 'snapshot' is
+  // rejected with InvalidOptionsError (PostgreSQL has no such level).
+  if (config?.isolationLevel !== undefined) options.isolationLevel = config.isolationLevel as IsolationLevel
   if (config?.readOnly !== undefined) options.readOnly = config.readOnly
   return options
 }

@@ -1,11 +1,16 @@
 import { describe, expect, it } from 'vitest'
 import knexModule from 'knex'
 import {
+  ConnectionError,
+  createRegistry,
+  hyperconnErrorOf,
   InvalidOptionsError,
   InvalidTenantIdError,
   isHyperconnError,
   SecretNotFoundError,
+  staticSecrets,
   UnknownServiceError,
+  UnsupportedError,
 } from '@hyperconn/core'
 import { createKnexAdapter } from '../src/index.js'
 import type { KnexAdapterOptions } from '../src/index.js'
@@ -111,9 +116,9 @@ describe('@hyperconn/knex queries', () => {
   it('refuses .stream() and .pipe() before taking a connection', async () => {
     await using fx = await createFixture()
     const db = createKnexAdapter(fx.registry, { service: 'core' }).getDb('org1')
-    expect(() => db.raw('SELECT 1').stream()).toThrow(InvalidOptionsError)
+    expect(() => db.raw('SELECT 1').stream()).toThrow(UnsupportedError)
     expect(() => db.raw('SELECT 1').stream()).toThrow(/not supported by @hyperconn\/knex yet/)
-    expect(() => db.select(db.raw('1')).pipe(process.stdout)).toThrow(InvalidOptionsError)
+    expect(() => db.select(db.raw('1')).pipe(process.stdout)).toThrow(UnsupportedError)
     expect(fx.registry.stats().pools.created).toBe(0)
   })
 
@@ -158,6 +163,25 @@ describe('@hyperconn/knex queries', () => {
     expect((await db.raw('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }])
   })
 
+  it('a cancel that cannot get a second connection (pool max 1) fails after connectionTimeoutMillis, with core\'s error as cause', async () => {
+    await using fx = await createFixture()
+    await using registry = createRegistry({
+      project: 'p',
+      services: ['core'],
+      secrets: staticSecrets({ 'p-org1': { 'core-postgresql': fx.databases[0]!.url } }),
+      pool: { max: 1, connectionTimeoutMillis: 300 },
+    })
+    const db = createKnexAdapter(registry, { service: 'core' }).getDb('org1')
+    const error: unknown = await db.raw('SELECT pg_sleep(3)').timeout(100, { cancel: true }).catch((e: unknown) => e)
+    // knex rewrites the message of the error the cancel failed with; core's error survives as its cause.
+    expect((error as Error).message).toMatch(/cancelling of query failed/)
+    const cause = hyperconnErrorOf(error)
+    expect(cause).toBeInstanceOf(ConnectionError)
+    expect(cause?.message).toMatch(/^Could not connect to PostgreSQL for service "core", org "org1"/)
+    // The query's connection was destroyed rather than reused (knex marked it disposed): the pool serves again.
+    expect((await db.raw('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }])
+  })
+
   it('supports batchInsert and withUserParams clones', async () => {
     await using fx = await createFixture()
     const db = createKnexAdapter(fx.registry, { service: 'core' }).getDb('org1')
@@ -179,8 +203,18 @@ describe('@hyperconn/knex queries', () => {
     expect(bad({ searchPath: ['app'] })).toThrow(/withSchema/)
     expect(bad({ client: 'pg' })).toThrow(InvalidOptionsError)
     expect(bad({ colour: 'blue' })).toThrow(/unknown option "colour"/)
-    expect(bad({ maxInstances: 0 })).toThrow(/maxInstances/)
-    expect(() => createKnexAdapter(fx.registry, {} as KnexAdapterOptions)).toThrow(/options.service/)
+    for (const maxInstances of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, '5']) {
+      expect(bad({ maxInstances })).toThrow(/maxInstances must be a positive safe integer/)
+    }
+    const create = (options: unknown) => () => createKnexAdapter(fx.registry, options as KnexAdapterOptions)
+    expect(create({})).toThrow(/options.service/)
+    for (const service of ['', 'bad service', '-core', 'a'.repeat(65), 42, undefined]) {
+      expect(create({ service })).toThrow(InvalidOptionsError)
+    }
+    expect(create(null)).toThrow(InvalidOptionsError)
+    expect(bad({ maxInstances: 1 })).not.toThrow()
+    // A well-formed service the registry does not know passes here; the first getDb throws UnknownServiceError.
+    expect(create({ service: 'billing' })).not.toThrow()
     try {
       bad({ searchPath: 'x' })()
     } catch (error) {

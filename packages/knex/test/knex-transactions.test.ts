@@ -6,6 +6,7 @@ import {
   TransactionClosedError,
   TransactionPropagationError,
   TransactionRolledBackError,
+  UnsupportedError,
 } from '@hyperconn/core'
 import { createKnexAdapter } from '../src/index.js'
 import { committedRows, createFixture } from './support.js'
@@ -351,6 +352,48 @@ describe('@hyperconn/knex transactions', () => {
     expect(await committedRows(await fx.observe(), 't')).toEqual([])
   })
 
+  it('work after `await trx.commit()` inside the callback rejects with TransactionClosedError and writes nothing', async () => {
+    await using fx = await createFixture()
+    const { db, getDb } = await setup(fx)
+    const tenant = fx.registry.tenant('org1', 'core')
+    await db.transaction(async (trx) => {
+      await trx('t').insert({ name: 'before-commit' })
+      await trx.commit()
+      await expect(trx('t').insert({ name: 'trx' })).rejects.toBeInstanceOf(TransactionClosedError)
+      await expect(getDb('org1')('t').insert({ name: 'getdb' })).rejects.toBeInstanceOf(TransactionClosedError)
+      await expect(tenant.query("INSERT INTO t VALUES ('query')")).rejects.toBeInstanceOf(TransactionClosedError)
+    })
+    await db.transaction(async (trx) => {
+      await trx('t').insert({ name: 'before-rollback' })
+      await trx.rollback()
+      await expect(getDb('org1')('t').insert({ name: 'getdb-2' })).rejects.toBeInstanceOf(TransactionClosedError)
+    })
+    expect(await committedRows(await fx.observe(), 't')).toEqual(['before-commit'])
+  })
+
+  it('work issued right after an un-awaited trx.commit(): trx refuses it, getDb(orgId) joins the committing transaction', async () => {
+    await using fx = await createFixture()
+    const { db, getDb } = await setup(fx)
+    let viaTrx: Promise<unknown> | undefined
+    let viaGetDb: Promise<unknown> | undefined
+    await db.transaction(async (trx) => {
+      await trx('t').insert({ name: 'before-commit' })
+      void trx.commit()
+      viaTrx = trx('t').insert({ name: 'trx' }).then(() => 'ran', (e: unknown) => e)
+      viaGetDb = getDb('org1')('t').insert({ name: 'getdb' }).then(() => 'ran', (e: unknown) => e)
+    })
+    expect(await viaTrx).toBeInstanceOf(TransactionClosedError)
+    // Issued before core began the COMMIT: it runs in the transaction and commits with it. Issued once the
+    // COMMIT is under way, it would be refused instead; never does it autocommit on its own.
+    const outcome = await viaGetDb
+    const rows = await committedRows(await fx.observe(), 't')
+    if (outcome === 'ran') expect(rows).toEqual(['before-commit', 'getdb'])
+    else {
+      expect(outcome).toBeInstanceOf(TransactionClosedError)
+      expect(rows).toEqual(['before-commit'])
+    }
+  })
+
   it('the outer trx used inside requires_new rejects with TransactionPropagationError and writes nothing', async () => {
     await using fx = await createFixture()
     const { db } = await setup(fx)
@@ -483,15 +526,17 @@ describe('@hyperconn/knex transactions', () => {
   it('refuses the transaction-provider form with a clear error', async () => {
     await using fx = await createFixture()
     const { db } = await setup(fx)
-    expect(() => db.transaction()).toThrow(InvalidOptionsError)
+    expect(() => db.transaction()).toThrow(UnsupportedError)
     expect(() => db.transaction({ isolationLevel: 'serializable' })).toThrow(/Pass a callback/)
-    expect(() => db.transaction(null, {})).toThrow(InvalidOptionsError)
-    expect(() => db.transactionProvider()).toThrow(InvalidOptionsError)
+    expect(() => db.transaction(null, {})).toThrow(UnsupportedError)
+    expect(() => db.transactionProvider()).toThrow(UnsupportedError)
     expect(() => db.client.transaction(() => undefined, {}, null)).toThrow(/client.transaction/)
     await db.transaction(async (trx) => {
-      expect(() => trx.transaction()).toThrow(InvalidOptionsError)
+      expect(() => trx.transaction()).toThrow(UnsupportedError)
+      expect(() => trx.transactionProvider()).toThrow(UnsupportedError)
       expect(() => trx.withUserParams({})).toThrow(/Cannot set user params/)
     })
+    expect(() => db.transaction(async () => undefined, { connection: {} })).toThrow(UnsupportedError)
     expect(() => db.transaction(async () => undefined, { connection: {} })).toThrow(/Leave out `connection`/)
     expect(fx.registry.stats().connections.checkedOut).toBe(0)
   })

@@ -1,5 +1,5 @@
 import type { Tenant, TenantConnection } from '@hyperconn/core'
-import { TransactionPropagationError } from '@hyperconn/core'
+import { TransactionPropagationError, UnsupportedError } from '@hyperconn/core'
 import { PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler } from 'kysely'
 import type {
   CompiledQuery,
@@ -56,7 +56,7 @@ export class TenantDatabaseConnection implements DatabaseConnection {
   // TenantConnection.query takes text or a QueryConfig and awaits a result; a pg-cursor Submittable would
   // keep reading after the query "finished", interleaving with other statements of a shared transaction.
   streamQuery<R>(_compiledQuery: CompiledQuery, _chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
-    const error = new Error(
+    const error = new UnsupportedError(
       '@hyperconn/kysely does not support .stream() yet: @hyperconn/core cannot run a pg-cursor on a tenant connection. ' +
         'Page through the rows instead (keyset pagination with .where(...).orderBy(...).limit(n)), or use ' +
         'registry.getPool(service, orgId) with pg-cursor directly, outside transactions.',

@@ -1,5 +1,5 @@
 import type { IsolationLevel as CoreIsolationLevel, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
-import { InvalidOptionsError, TransactionPropagationError } from '@hyperconn/core'
+import { UnsupportedError } from '@hyperconn/core'
 import { ConnectionBuilder, Kysely, Transaction, TransactionBuilder, validateTransactionSettings } from 'kysely'
 import type {
   AccessMode,
@@ -21,32 +21,18 @@ export interface TenantKyselyContext {
 
 type Propagation = 'required' | 'nested'
 
-// PostgreSQL runs READ UNCOMMITTED as READ COMMITTED; core knows only the levels PostgreSQL implements.
-const ISOLATION_LEVELS: Readonly<Partial<Record<IsolationLevel, CoreIsolationLevel>>> = {
-  'read uncommitted': 'read committed',
-  'read committed': 'read committed',
-  'repeatable read': 'repeatable read',
-  serializable: 'serializable',
-}
-
 function transactionOptions(settings: TransactionSettings, propagation: Propagation): TransactionOptions {
   validateTransactionSettings(settings)
   const options: TransactionOptions = { propagation }
-  if (settings.isolationLevel !== undefined) {
-    const level = ISOLATION_LEVELS[settings.isolationLevel]
-    if (level === undefined) {
-      throw new InvalidOptionsError(
-        `Isolation level "${settings.isolationLevel}" does not exist in PostgreSQL. Use "read committed", "repeatable read" or "serializable".`,
-      )
-    }
-    options.isolationLevel = level
-  }
+  // Core validates the level: 'read uncommitted' runs as 'read committed' (as in PostgreSQL), 'snapshot'
+  // (Kysely's, for MSSQL) is rejected with InvalidOptionsError.
+  if (settings.isolationLevel !== undefined) options.isolationLevel = settings.isolationLevel as CoreIsolationLevel
   if (settings.accessMode !== undefined) options.readOnly = settings.accessMode === 'read only'
   return options
 }
 
-function controlledTransaction(): TransactionPropagationError {
-  return new TransactionPropagationError(
+function controlledTransaction(): UnsupportedError {
+  return new UnsupportedError(
     'db.startTransaction() is not supported by @hyperconn/kysely: a controlled transaction has no callback, so there is ' +
       'no async context that Drizzle, Knex, tenant.query or getDb(orgId) could share it through. Use ' +
       'db.transaction().execute(async (trx) => ...) (nested trx.transaction().execute(...) runs in a savepoint), or ' +

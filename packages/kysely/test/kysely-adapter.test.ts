@@ -2,10 +2,14 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { testDatabase } from '@hyperconn/testkit/vitest'
 import type { TestDatabase } from '@hyperconn/testkit'
 import {
+  ConnectionError,
+  hyperconnErrorOf,
+  InvalidOptionsError,
   InvalidTenantIdError,
   SecretNotFoundError,
   TransactionPropagationError,
   UnknownServiceError,
+  UnsupportedError,
   isHyperconnError,
 } from '@hyperconn/core'
 import {
@@ -20,6 +24,7 @@ import {
 import type { Generated, LogEvent, Migration } from 'kysely'
 import type pg from 'pg'
 import { createKyselyAdapter } from '../src/index.js'
+import type { KyselyAdapterOptions } from '../src/index.js'
 import { adminClient, labels, registryFor, SCHEMA, WHERE_AM_I } from './support.js'
 import type { Database, WhereAmI } from './support.js'
 
@@ -160,6 +165,18 @@ describe('queries', () => {
     expect(registry.stats().connections.checkedOut).toBe(0)
   })
 
+  it('db.connection() with a transaction inside needs a second pooled connection: with pool max 1 it times out', async () => {
+    await using registry = registryFor({ org1: db1.url }, { max: 1, connectionTimeoutMillis: 300 })
+    const db = createKyselyAdapter<Database>(registry, { service: 'core' }).getDb('org1')
+    const error: unknown = await db
+      .connection()
+      .execute((conn) => conn.transaction().execute((trx) => trx.insertInto('items').values({ label: 'never' }).execute()))
+      .catch((e: unknown) => e)
+    expect(hyperconnErrorOf(error)).toBeInstanceOf(ConnectionError)
+    expect(await labels(admin1)).toEqual([])
+    expect(registry.stats().connections.checkedOut).toBe(0)
+  })
+
   it('introspects tables and runs Kysely migrations through core transactions', async () => {
     await using registry = registryFor({ org1: db1.url })
     const db = createKyselyAdapter<Database>(registry, { service: 'core' }).getDb('org1')
@@ -187,6 +204,27 @@ describe('queries', () => {
     expect((await migrator.migrateToLatest()).error).toBeUndefined()
     expect((await admin1.query("select to_regclass('migrated') as t")).rows[0]?.t).toBe('migrated')
     await admin1.query('drop table migrated, kysely_migration, kysely_migration_lock')
+  })
+})
+
+describe('createKyselyAdapter options', () => {
+  it('validates them: service syntax, unknown keys (also Kysely\'s pool and dialect), maxInstances', async () => {
+    await using registry = registryFor({ org1: db1.url })
+    const create = (options: unknown) => () => createKyselyAdapter<Database>(registry, options as KyselyAdapterOptions)
+    for (const service of ['', 'bad service', '-core', 'a'.repeat(65), 42, undefined]) {
+      expect(create({ service })).toThrow(InvalidOptionsError)
+    }
+    expect(create({ service: 'core', pool: { max: 1 } })).toThrow(/option "pool" is not supported: .*createRegistry\(\{ pool \}\)/)
+    expect(create({ service: 'core', dialect: {} })).toThrow(InvalidOptionsError)
+    expect(create({ service: 'core', colour: 'blue' })).toThrow(/unknown option "colour"/)
+    for (const maxInstances of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, '5']) {
+      expect(create({ service: 'core', maxInstances })).toThrow(/maxInstances must be a positive safe integer/)
+    }
+    expect(create(null)).toThrow(InvalidOptionsError)
+    expect(create({ service: 'core', maxInstances: 1, plugins: [], log: ['error'] })).not.toThrow()
+    // A well-formed service the registry does not know passes here; the first getDb throws UnknownServiceError.
+    expect(() => createKyselyAdapter<Database>(registry, { service: 'billing' }).getDb('org1')).toThrow(UnknownServiceError)
+    expect(registry.stats().pools.created).toBe(0)
   })
 })
 
@@ -250,14 +288,15 @@ describe('lifecycle and errors', () => {
         // never reached
       }
     }
+    await expect(consume()).rejects.toBeInstanceOf(UnsupportedError)
     await expect(consume()).rejects.toThrow(/does not support \.stream\(\) yet/)
     expect(registry.stats().connections.checkedOut).toBe(0)
   })
 
-  it('refuses startTransaction() with a TransactionPropagationError that names the alternative', async () => {
+  it('refuses startTransaction() with an UnsupportedError that names the alternative', async () => {
     await using registry = registryFor({ org1: db1.url })
     const db = createKyselyAdapter<Database>(registry, { service: 'core' }).getDb('org1')
-    expect(() => db.startTransaction()).toThrow(TransactionPropagationError)
+    expect(() => db.startTransaction()).toThrow(UnsupportedError)
     expect(() => db.withSchema('other').startTransaction()).toThrow(/db\.transaction\(\)\.execute/)
     expect(registry.stats().pools.created).toBe(0)
   })

@@ -7,6 +7,7 @@ import {
   TransactionClosedError,
   TransactionPropagationError,
   TransactionRolledBackError,
+  UnsupportedError,
 } from '@hyperconn/core'
 import type { Registry } from '@hyperconn/core'
 import { CamelCasePlugin, Transaction, sql } from 'kysely'
@@ -145,7 +146,7 @@ describe('db.transaction().execute(fn) runs in a core transaction', () => {
         .setIsolationLevel('repeatable read')
         .execute(() => show(db)),
     ).toEqual(['repeatable read', 'off'])
-    // PostgreSQL runs READ UNCOMMITTED as READ COMMITTED; the adapter asks core for what PostgreSQL does.
+    // PostgreSQL runs READ UNCOMMITTED as READ COMMITTED; the adapter passes it on and core does the same.
     expect(await db.transaction().setIsolationLevel('read uncommitted').execute((trx) => show(trx))).toEqual([
       'read committed',
       'off',
@@ -514,7 +515,7 @@ describe('a trx is bound to its transaction', () => {
       expect(db.isTransaction).toBe(false)
       expect(() => trx.connection()).toThrow(/not supported/)
       await expect(trx.destroy()).rejects.toThrow(/not supported/)
-      expect(() => trx.startTransaction()).toThrow(TransactionPropagationError)
+      expect(() => trx.startTransaction()).toThrow(UnsupportedError)
     })
   })
 

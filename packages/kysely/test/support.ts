@@ -23,7 +23,7 @@ export const SCHEMA = `
 export { connectClient as adminClient } from '@hyperconn/testkit'
 
 /** Registry with org ids mapped to database URLs, service "core". */
-export function registryFor(orgs: Record<string, string>, pool: { max?: number } = {}): Registry {
+export function registryFor(orgs: Record<string, string>, pool: { max?: number; connectionTimeoutMillis?: number } = {}): Registry {
   const secrets: Record<string, Record<string, string>> = {}
   for (const [orgId, url] of Object.entries(orgs)) secrets[`p-${orgId}`] = { 'core-postgresql': url }
   return createRegistry({ project: 'p', services: ['core'], secrets: staticSecrets(secrets), pool })
