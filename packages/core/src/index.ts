@@ -23,7 +23,13 @@ export { fileSecrets } from './file-secret-source.js'
 export type { SecretSource, SecretValue } from './secret-source.js'
 export type { SecretCacheStats, SecretFetchOutcome } from './secret-cache.js'
 
-export { bindTransaction, currentTransactionInfo, isInTransaction, TransactionBinding } from './transaction-context.js'
+export {
+  bindActiveTransaction,
+  bindTransaction,
+  currentTransactionInfo,
+  isInTransaction,
+  TransactionBinding,
+} from './transaction-context.js'
 export type { TransactionInfo, TransactionStatus } from './transaction-state.js'
 export type {
   IsolationLevel,

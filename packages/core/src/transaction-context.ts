@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
-import { ContextConflictError, TransactionPropagationError } from './hyperconn-error.js'
+import { ContextConflictError, TransactionClosedError, TransactionPropagationError } from './hyperconn-error.js'
 import type { TenantKey } from './tenant-types.js'
 import type { TransactionInfo, TransactionScope, TransactionState } from './transaction-state.js'
 
@@ -126,22 +126,29 @@ export class TransactionBinding {
 
   /**
    * Throws `TransactionClosedError` once the transaction ended, and `TransactionPropagationError` when
-   * the current async context is not inside it (another transaction via `requires_new`, `not_supported`,
-   * or unrelated code holding on to the handle).
+   * the current async context is not inside it (another transaction via `requires_new`, a `not_supported`
+   * scope, or unrelated code holding on to the handle).
    */
   assertCurrent(): void {
+    const refused = this.refusal()
+    if (refused !== undefined) throw refused
+  }
+
+  /** The same rule as a value, for promise-returning paths: the error to reject with, or undefined. */
+  refusal(): Error | undefined {
     const state = this.#state
-    if (!state.runnable) throw state.closedError()
+    if (!state.runnable) return state.closedError()
     const scope = currentScope(this.#key)
     // An ended scope of this same transaction (a released savepoint, or work left over while COMMIT runs)
-    if (scope !== undefined && scope.tx === state && !scope.active) throw scope.closedError()
+    if (scope !== undefined && scope.tx === state && !scope.active) return scope.closedError()
     if (scope === undefined || scope.tx !== state) {
-      throw new TransactionPropagationError(
+      return new TransactionPropagationError(
         `A transaction object of service "${this.#key.service}", org "${this.#key.orgId}" was used outside its transaction ` +
           '(in another transaction, in a not_supported scope, or from code that kept it). Use getDb(orgId) or the ' +
           'tenant to follow the current context, or do the work inside the callback that received the object.',
       )
     }
+    return undefined
   }
 }
 
@@ -149,4 +156,18 @@ export class TransactionBinding {
 export function bindTransaction(key: TenantKey): TransactionBinding | undefined {
   const scope = currentScope(key)
   return scope?.active === true ? new TransactionBinding(key, scope.tx) : undefined
+}
+
+/**
+ * Like `bindTransaction`, for adapters entering a transaction callback: throws `TransactionClosedError`
+ * when the transaction being joined ended before the callback could start.
+ */
+export function bindActiveTransaction(key: TenantKey): TransactionBinding {
+  const binding = bindTransaction(key)
+  if (binding === undefined) {
+    throw new TransactionClosedError(
+      `the transaction for service "${key.service}", org "${key.orgId}" ended before the transaction callback started`,
+    )
+  }
+  return binding
 }

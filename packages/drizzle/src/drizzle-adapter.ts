@@ -1,9 +1,8 @@
 import {
-  bindTransaction,
+  bindActiveTransaction,
   InstanceCache,
   InvalidOptionsError,
   TENANT_ID_PATTERN,
-  TransactionClosedError,
   UnsupportedError,
 } from '@hyperconn/core'
 import type { Registry, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
@@ -85,18 +84,6 @@ class TenantQueryClient {
   }
 }
 
-/**
- * Core's rule for a transaction object, as a value: the error to reject with (TransactionClosedError,
- * TransactionPropagationError, or a broken connection's error), or undefined when it may run here.
- */
-function refusal(binding: TransactionBinding): Error | undefined {
-  try {
-    binding.assertCurrent()
-    return undefined
-  } catch (error) {
-    return error as Error
-  }
-}
 
 /**
  * The client of one transaction's `tx` object. Same routing as TenantQueryClient, but every query
@@ -114,7 +101,7 @@ class TransactionQueryClient extends TenantQueryClient {
   }
 
   override query(config: QueryInput, values?: unknown[]): Promise<QueryResult> {
-    const refused = refusal(this.#binding)
+    const refused = this.#binding.refusal()
     return refused === undefined ? super.query(config, values) : Promise.reject(refused)
   }
 }
@@ -199,17 +186,6 @@ interface TransactionShape<TSchema extends Record<string, unknown>> {
   readonly options: NodePgSessionOptions
 }
 
-/** The binding to the transaction whose callback is being entered: 'required' and 'nested' always run it inside one. */
-function bindCurrent(tenant: Tenant): TransactionBinding {
-  const binding = bindTransaction(tenant)
-  if (binding === undefined) {
-    // Only when the transaction being joined ended before its callback could start.
-    throw new TransactionClosedError(
-      `the transaction for service "${tenant.service}", org "${tenant.orgId}" ended before the db.transaction callback started`,
-    )
-  }
-  return binding
-}
 
 /**
  * The `tx` of one transaction: a drizzle NodePgTransaction on its own session, whose client checks the
@@ -234,7 +210,7 @@ class BoundTransaction<TSchema extends Record<string, unknown>> extends NodePgTr
 
   override transaction<T>(fn: (inner: DrizzleTransaction<TSchema>) => Promise<T>): Promise<T> {
     // Checked first: outside its transaction, 'nested' would BEGIN (or nest in) another one.
-    const refused = refusal(this.#binding)
+    const refused = this.#binding.refusal()
     return refused === undefined ? this.#tenant.transaction(() => fn(this), NESTED) : Promise.reject(refused)
   }
 }
@@ -257,7 +233,7 @@ function createTenantDb<TSchema extends Record<string, unknown>>(
   db.transaction = async <T>(fn: (tx: DrizzleTransaction<TSchema>) => Promise<T>, txConfig?: PgTransactionConfig): Promise<T> => {
     const txOptions = transactionOptions(txConfig)
     // One tx per transaction, bound when its callback is entered (a joined callback binds to the joined one).
-    return await tenant.transaction(() => fn(new BoundTransaction(shape, bindCurrent(tenant))), txOptions)
+    return await tenant.transaction(() => fn(new BoundTransaction(shape, bindActiveTransaction(tenant))), txOptions)
   }
   return db
 }

@@ -83,13 +83,7 @@ export class KnexTransactionHandle {
   /** Why this trx may not run here, or undefined: knex's explicit end, then core's binding rule. */
   refusal(): Error | undefined {
     if (this.#endedByKnex()) return this.closedError()
-    try {
-      this.#binding?.assertCurrent()
-    } catch (error) {
-      // assertCurrent only throws Errors: TransactionClosedError, TransactionPropagationError, a broken connection's.
-      return error as Error
-    }
-    return undefined
+    return this.#binding?.refusal()
   }
 
   /** A connection for one trx query: the current async context's (the innermost scope of its transaction). */

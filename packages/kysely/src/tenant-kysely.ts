@@ -1,5 +1,5 @@
 import type { IsolationLevel as CoreIsolationLevel, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
-import { UnsupportedError } from '@hyperconn/core'
+import { bindActiveTransaction, UnsupportedError } from '@hyperconn/core'
 import { ConnectionBuilder, Kysely, Transaction, TransactionBuilder, validateTransactionSettings } from 'kysely'
 import type {
   AccessMode,
@@ -10,7 +10,7 @@ import type {
   QueryExecutor,
   TransactionSettings,
 } from 'kysely'
-import { BoundConnectionProvider, bindCurrent } from './transaction-binding.js'
+import { BoundConnectionProvider } from './transaction-binding.js'
 
 /** What every instance derived from one `getDb(orgId)` database shares. */
 export interface TenantKyselyContext {
@@ -83,7 +83,7 @@ class CoreTransactionBuilder<DB> extends TransactionBuilder<DB> {
     parent?.assertCurrent()
     return tenant.transaction(() => {
       // Bound when the callback is entered: to the transaction just begun, joined or nested in.
-      const binding = bindCurrent(tenant)
+      const binding = bindActiveTransaction(tenant)
       const provider = new BoundConnectionProvider(binding, context.props.executor)
       return callback(new TenantTransaction<DB>(context, this.#executor.withConnectionProvider(provider), binding))
     }, options)
