@@ -8,11 +8,6 @@ import type { TransactionScope } from './transaction-state.js'
 
 type QueryInput = string | QueryConfig
 
-// Shared, so the autocommit path allocates no listener. While a client is checked out pg-pool has no
-// 'error' listener on it; a backend dying mid-query would otherwise crash the process. The query
-// itself rejects, and pg-pool drops the unqueryable client on release.
-function ignoreClientError(): void {}
-
 function processIdOf(client: PoolClient): number | undefined {
   return (client as unknown as { processID?: number | null }).processID ?? undefined
 }
@@ -28,15 +23,14 @@ async function autocommitQuery<R extends QueryResultRow>(
   config: QueryInput,
   values: unknown[] | undefined,
 ): Promise<QueryResult<R>> {
+  // The client's lifelong 'error' listener (TenantPoolAccess contract) keeps a dying backend from crashing
+  // the process; the query itself rejects and pg-pool drops the unqueryable client on release.
   const lease = await access.acquire(key)
-  const client = lease.client
-  client.on('error', ignoreClientError)
   try {
-    return await client.query<R>(config, values)
+    return await lease.client.query<R>(config, values)
   } catch (error) {
     throw access.redactError(key, error)
   } finally {
-    client.removeListener('error', ignoreClientError)
     lease.release()
   }
 }
@@ -85,7 +79,6 @@ class LeasedConnection implements TenantConnection {
     this.#access = access
     this.#key = key
     this.#lease = lease
-    lease.client.on('error', ignoreClientError)
   }
 
   get inTransaction(): false {
@@ -112,7 +105,6 @@ class LeasedConnection implements TenantConnection {
   release(error?: Error): void {
     if (this.#released) return
     this.#released = true
-    this.#lease.client.removeListener('error', ignoreClientError)
     this.#lease.release(error)
   }
 }

@@ -15,7 +15,11 @@ export interface PoolLease {
 
 /** What the transaction engine and tenant handles need from the registry. */
 export interface TenantPoolAccess {
-  /** Check out a client from the tenant's pool, creating the pool (and fetching its secret) if needed. */
+  /**
+   * Check out a client from the tenant's pool, creating the pool (and fetching its secret) if needed.
+   * Every client carries an 'error' listener for its whole life (pg-pool drops its own on checkout), so
+   * holders need not add one to survive a backend dying mid-query.
+   */
   acquire(key: TenantKey): Promise<PoolLease>
   /** The tenant's pool itself (for `tenant.pool()` / `getPool`). */
   pool(key: TenantKey): Promise<Pool>

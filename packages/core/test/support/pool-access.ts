@@ -43,6 +43,8 @@ export class TestPoolAccess implements TenantPoolAccess, AsyncDisposable {
       pool = new pg.Pool(this.#configFor(key))
       // Idle clients killed by DROP DATABASE ... WITH (FORCE) at the end of a file must not crash it.
       pool.on('error', () => {})
+      // the TenantPoolAccess contract: every client keeps an 'error' listener for its whole life
+      pool.on('connect', (client) => client.on('error', () => {}))
       orgs.set(key.orgId, pool)
     }
     return pool
