@@ -2,7 +2,7 @@ import {
   bindActiveTransaction,
   InstanceCache,
   InvalidOptionsError,
-  TENANT_ID_PATTERN,
+  validateAdapterOptions,
   UnsupportedError,
 } from '@hyperconn/core'
 import type { Registry, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
@@ -248,33 +248,6 @@ const REFUSED_OPTIONS: Readonly<Record<string, string>> = {
 }
 
 /**
- * The same rules in every hyperconn adapter: an options object, no unknown keys, a service name that can
- * be one of the registry's (whether it is one is checked by the first getDb: UnknownServiceError), and
- * maxInstances a positive safe integer.
- */
-function validateOptions(options: unknown): void {
-  if (typeof options !== 'object' || options === null) {
-    throw new InvalidOptionsError('createDrizzleAdapter(registry, options): options must be an object with a service name.')
-  }
-  for (const key of Object.keys(options)) {
-    const refused = REFUSED_OPTIONS[key]
-    if (refused !== undefined) throw new InvalidOptionsError(`createDrizzleAdapter: option "${key}" is not supported: ${refused}.`)
-    if (!KNOWN_OPTIONS.has(key)) {
-      throw new InvalidOptionsError(`createDrizzleAdapter: unknown option "${key}". Known options: ${[...KNOWN_OPTIONS].join(', ')}.`)
-    }
-  }
-  const { service, maxInstances } = options as { service?: unknown; maxInstances?: unknown }
-  if (typeof service !== 'string' || !TENANT_ID_PATTERN.test(service)) {
-    throw new InvalidOptionsError(
-      'createDrizzleAdapter: options.service must be the name of one of the registry\'s services, e.g. "core" (1-64 characters from [A-Za-z0-9_-], starting with a letter or digit).',
-    )
-  }
-  if (maxInstances !== undefined && !(Number.isSafeInteger(maxInstances) && (maxInstances as number) >= 1)) {
-    throw new InvalidOptionsError(`createDrizzleAdapter: maxInstances must be a positive safe integer; got ${typeof maxInstances === 'number' ? maxInstances : typeof maxInstances}.`)
-  }
-}
-
-/**
  * Drizzle (node-postgres) on @hyperconn/core: `getDb(orgId)` returns a tenant-bound database whose
  * queries run on the registry's pool of that tenant and join the shared transaction context, so
  * Drizzle, Kysely and Knex work inside one transaction when they run in the same async context.
@@ -283,7 +256,7 @@ export function createDrizzleAdapter<TSchema extends Record<string, unknown> = R
   registry: Registry,
   options: DrizzleAdapterOptions<TSchema>,
 ): DrizzleAdapter<TSchema> {
-  validateOptions(options)
+  validateAdapterOptions('createDrizzleAdapter', options, { known: KNOWN_OPTIONS, refused: REFUSED_OPTIONS })
   const { service, maxInstances } = options
   // Only keys that were given: drizzle's config detection and exactOptionalPropertyTypes both care.
   const config: DrizzleConfig<TSchema> = {}

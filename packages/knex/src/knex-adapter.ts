@@ -1,6 +1,6 @@
 import knex from 'knex'
 import type { Knex } from 'knex'
-import { InstanceCache, InvalidOptionsError, TENANT_ID_PATTERN } from '@hyperconn/core'
+import { InstanceCache, InvalidOptionsError, validateAdapterOptions } from '@hyperconn/core'
 import type { Registry, Tenant } from '@hyperconn/core'
 import { CLIENT_BINDING, TenantKnexClient } from './knex-client.js'
 import type { ClientBinding, KnexTransactionHandle, TenantKnexConfig } from './knex-client.js'
@@ -65,31 +65,8 @@ const REFUSED_OPTIONS: Readonly<Record<string, string>> = {
 
 const KNOWN_OPTIONS: ReadonlySet<string> = new Set(['service', 'maxInstances', 'version', ...PASSTHROUGH_OPTIONS])
 
-/**
- * The same rules in every hyperconn adapter: an options object, no unknown keys, a service name that can
- * be one of the registry's (whether it is one is checked by the first getDb: UnknownServiceError), and
- * maxInstances a positive safe integer.
- */
 function validateOptions(options: KnexAdapterOptions): void {
-  if (typeof options !== 'object' || options === null) {
-    throw new InvalidOptionsError('createKnexAdapter(registry, options): options must be an object with a service name.')
-  }
-  for (const key of Object.keys(options)) {
-    const refused = REFUSED_OPTIONS[key]
-    if (refused !== undefined) throw new InvalidOptionsError(`createKnexAdapter: option "${key}" is not supported: ${refused}.`)
-    if (!KNOWN_OPTIONS.has(key)) {
-      throw new InvalidOptionsError(`createKnexAdapter: unknown option "${key}". Known options: ${[...KNOWN_OPTIONS].join(', ')}.`)
-    }
-  }
-  const { service, maxInstances } = options as { service?: unknown; maxInstances?: unknown }
-  if (typeof service !== 'string' || !TENANT_ID_PATTERN.test(service)) {
-    throw new InvalidOptionsError(
-      'createKnexAdapter: options.service must be the name of one of the registry\'s services, e.g. "core" (1-64 characters from [A-Za-z0-9_-], starting with a letter or digit).',
-    )
-  }
-  if (maxInstances !== undefined && !(Number.isSafeInteger(maxInstances) && (maxInstances as number) >= 1)) {
-    throw new InvalidOptionsError(`createKnexAdapter: maxInstances must be a positive safe integer; got ${typeof maxInstances === 'number' ? maxInstances : typeof maxInstances}.`)
-  }
+  validateAdapterOptions('createKnexAdapter', options, { known: KNOWN_OPTIONS, refused: REFUSED_OPTIONS })
   if (options.version !== undefined && !Number.isFinite(Number.parseFloat(options.version))) {
     throw new InvalidOptionsError('createKnexAdapter: version must be a PostgreSQL version such as "16.4".')
   }

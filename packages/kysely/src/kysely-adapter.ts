@@ -1,5 +1,5 @@
 import type { Registry, Tenant } from '@hyperconn/core'
-import { InstanceCache, InvalidOptionsError, TENANT_ID_PATTERN } from '@hyperconn/core'
+import { InstanceCache, InvalidOptionsError, validateAdapterOptions } from '@hyperconn/core'
 import { Kysely, Transaction } from 'kysely'
 import type { KyselyConfig, KyselyPlugin, LogConfig } from 'kysely'
 import { TenantDialect, TenantDriver } from './kysely-driver.js'
@@ -55,33 +55,6 @@ const REFUSED_OPTIONS: Readonly<Record<string, string>> = {
   pool: 'connections come from the registry\'s pools; configure them with createRegistry({ pool })',
 }
 
-/**
- * The same rules in every hyperconn adapter: an options object, no unknown keys, a service name that can
- * be one of the registry's (whether it is one is checked by the first getDb: UnknownServiceError), and
- * maxInstances a positive safe integer.
- */
-function validateOptions(options: unknown): void {
-  if (typeof options !== 'object' || options === null) {
-    throw new InvalidOptionsError('createKyselyAdapter(registry, options): options must be an object with a service name.')
-  }
-  for (const key of Object.keys(options)) {
-    const refused = REFUSED_OPTIONS[key]
-    if (refused !== undefined) throw new InvalidOptionsError(`createKyselyAdapter: option "${key}" is not supported: ${refused}.`)
-    if (!KNOWN_OPTIONS.has(key)) {
-      throw new InvalidOptionsError(`createKyselyAdapter: unknown option "${key}". Known options: ${[...KNOWN_OPTIONS].join(', ')}.`)
-    }
-  }
-  const { service, maxInstances } = options as { service?: unknown; maxInstances?: unknown }
-  if (typeof service !== 'string' || !TENANT_ID_PATTERN.test(service)) {
-    throw new InvalidOptionsError(
-      'createKyselyAdapter: options.service must be the name of one of the registry\'s services, e.g. "core" (1-64 characters from [A-Za-z0-9_-], starting with a letter or digit).',
-    )
-  }
-  if (maxInstances !== undefined && !(Number.isSafeInteger(maxInstances) && (maxInstances as number) >= 1)) {
-    throw new InvalidOptionsError(`createKyselyAdapter: maxInstances must be a positive safe integer; got ${typeof maxInstances === 'number' ? maxInstances : typeof maxInstances}.`)
-  }
-}
-
 function createDb<DB>(tenant: Tenant, options: KyselyAdapterOptions): Kysely<DB> {
   const driver = new TenantDriver(tenant)
   const dialect = new TenantDialect(driver)
@@ -100,7 +73,7 @@ function createDb<DB>(tenant: Tenant, options: KyselyAdapterOptions): Kysely<DB>
  */
 export function createKyselyAdapter<DB>(registry: Registry, options: KyselyAdapterOptions): KyselyAdapter<DB> {
   assertSupportedKysely()
-  validateOptions(options)
+  validateAdapterOptions('createKyselyAdapter', options, { known: KNOWN_OPTIONS, refused: REFUSED_OPTIONS })
   const { service, maxInstances } = options
   const cache = new InstanceCache<Kysely<DB>>(
     // registry.tenant validates org id and service synchronously; nothing is cached or fetched if it throws.
