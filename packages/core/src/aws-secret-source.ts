@@ -6,7 +6,7 @@ import {
   SecretNotFoundError,
   SecretSourceError,
 } from './hyperconn-error.js'
-import { safeCause, safeIdentifier, withMessage } from './secret-bundle.js'
+import { safeCause, safeIdentifier } from './secret-bundle.js'
 import type { SecretSource, SecretValue } from './secret-source.js'
 import type * as SdkModule from '@aws-sdk/client-secrets-manager'
 
@@ -231,12 +231,12 @@ function sdkLoadError(name: string, error: unknown): SecretSourceError {
     const code = stringProperty(e, 'code')
     return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND'
   })
-  return withMessage(
-    new SecretSourceError(name, false, missing ? 'SdkNotInstalled' : 'SdkLoadFailed', { cause: safeCause(error) }),
-    missing
+  return new SecretSourceError(name, false, missing ? 'SdkNotInstalled' : 'SdkLoadFailed', {
+    cause: safeCause(error),
+    message: missing
       ? `Could not read secret "${name}": awsSecretsManager() needs the optional peer dependency ${SDK_PACKAGE}. Install it (npm install ${SDK_PACKAGE}) or use another secret source.`
       : `Could not read secret "${name}": ${SDK_PACKAGE} failed to load. Check that a single, complete copy of it is installed.`,
-  )
+  })
 }
 
 /** Error names the SDK (or Secrets Manager) uses for throttling, server faults and timeouts. */

@@ -3,7 +3,7 @@ import type { BigIntStats } from 'node:fs'
 import { resolve } from 'node:path'
 import { inspect } from 'node:util'
 import { InvalidOptionsError, SecretNotFoundError, SecretSourceError } from './hyperconn-error.js'
-import { safeCause, safeIdentifier, withMessage } from './secret-bundle.js'
+import { safeCause, safeIdentifier } from './secret-bundle.js'
 import type { SecretSource, SecretValue } from './secret-source.js'
 
 /**
@@ -109,17 +109,16 @@ class FileSecretSource implements SecretSource {
     const code = (error as { code?: unknown } | null)?.code
     const errno = typeof code === 'string' ? safeIdentifier(code) : undefined
     const transient = errno === undefined || !PERMANENT_FS_CODES.has(errno)
-    return withMessage(
-      new SecretSourceError(name, transient, errno ?? 'FileReadError', { cause: safeCause(error) }),
-      `Could not read secret "${name}": the secrets file ${this.#path} cannot be read (${errno ?? 'unknown error'}). Check that it exists and is readable by this process.`,
-    )
+    return new SecretSourceError(name, transient, errno ?? 'FileReadError', {
+      cause: safeCause(error),
+      message: `Could not read secret "${name}": the secrets file ${this.#path} cannot be read (${errno ?? 'unknown error'}). Check that it exists and is readable by this process.`,
+    })
   }
 
   #badFile(name: string, problem: string): SecretSourceError {
-    return withMessage(
-      new SecretSourceError(name, false, 'InvalidSecretsFile'),
-      `Could not read secret "${name}": the secrets file ${this.#path} ${problem}. Fix the file; it is re-read when it changes.`,
-    )
+    return new SecretSourceError(name, false, 'InvalidSecretsFile', {
+      message: `Could not read secret "${name}": the secrets file ${this.#path} ${problem}. Fix the file; it is re-read when it changes.`,
+    })
   }
 
   [inspect.custom](): string {

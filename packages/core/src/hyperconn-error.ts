@@ -125,15 +125,17 @@ export class SecretSourceError extends HyperconnError {
     secretName: string,
     transient: boolean,
     sourceCode: string | undefined,
-    options?: HyperconnErrorOptions,
+    options?: HyperconnErrorOptions & { message?: string },
   ) {
     super(
       'HC_SECRET_SOURCE',
-      `Could not read secret "${secretName}"${sourceCode ? ` (${sourceCode})` : ''}: ${
-        transient
-          ? 'the secret source is throttling or unavailable; retry later.'
-          : 'the request was refused; check the IAM permissions and KMS key for this secret.'
-      }`,
+      // sources with a more specific fix (missing SDK, unreadable file) say it themselves
+      options?.message ??
+        `Could not read secret "${secretName}"${sourceCode ? ` (${sourceCode})` : ''}: ${
+          transient
+            ? 'the secret source is throttling or unavailable; retry later.'
+            : 'the request was refused; check the IAM permissions and KMS key for this secret.'
+        }`,
       options,
     )
     this.secretName = secretName

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import { inspect } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { SecretFormatError } from './hyperconn-error.js'
-import { safeCause, SecretBundle, withMessage } from './secret-bundle.js'
+import { SecretFormatError, SecretSourceError } from './hyperconn-error.js'
+import { safeCause, SecretBundle } from './secret-bundle.js'
 
 const MARKER = 'Marker-Pw-7q'
 const URL_WITH_MARKER = `postgresql://app:${MARKER}@db.internal:5432/app?sslmode=require`
@@ -168,7 +168,7 @@ describe('SecretBundle.fingerprint', () => {
   })
 })
 
-describe('safeCause / withMessage', () => {
+describe('safeCause / specific SecretSourceError messages', () => {
   it('keeps name, code and a redacted message; drops everything else', () => {
     const sdkError = Object.assign(new Error(`bad postgresql://u:${MARKER}@h/db`), {
       name: 'AccessDeniedException',
@@ -187,9 +187,9 @@ describe('safeCause / withMessage', () => {
     expect(safeCause(Object.assign(new Error('x'), { name: 'weird name <script>' })).name).toBe('Error')
   })
 
-  it('replaces the message and the stack header', () => {
-    const error = withMessage(new Error('before'), 'after')
+  it('a source-specific message replaces the default one, in the stack header too', () => {
+    const error = new SecretSourceError('s1', false, 'SdkNotInstalled', { message: 'after' })
     expect(error.message).toBe('after')
-    expect(error.stack?.split('\n')[0]).toBe('Error: after')
+    expect(error.stack?.split('\n')[0]).toBe('SecretSourceError: after')
   })
 })

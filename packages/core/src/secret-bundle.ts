@@ -188,15 +188,3 @@ function errorProperty(error: unknown, key: 'name' | 'message' | 'code'): string
 export function safeIdentifier(text: string): string | undefined {
   return /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/.test(text) ? text : undefined
 }
-
-/**
- * Replaces the message of a freshly constructed error (used where the standard `SecretSourceError`
- * text would mislead, e.g. a missing SDK or a bad JSON file).
- */
-export function withMessage<E extends Error>(error: E, message: string): E {
-  const previous = error.message
-  error.message = message
-  const stack = error.stack
-  if (stack !== undefined && stack.includes(previous)) error.stack = stack.replace(previous, message)
-  return error
-}
