@@ -7,39 +7,26 @@ import {
   UnknownServiceError,
 } from '@hyperconn/core'
 import type { Registry } from '@hyperconn/core'
-import { testDatabase } from '@hyperconn/testkit/vitest'
+import { useTestDatabases } from '@hyperconn/testkit/vitest'
 import type { TestDatabase } from '@hyperconn/testkit'
 import { DrizzleQueryError, eq, sql } from 'drizzle-orm'
 import pg from 'pg'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { createDrizzleAdapter } from '../src/index.js'
 import type { DrizzleAdapterOptions } from '../src/index.js'
-import { adminClient, CREATE_TABLES, posts, rejection, schema, userNames, users } from './support/schema.js'
+import { CREATE_TABLES, posts, rejection, schema, userNames, users } from './support/schema.js'
 
+const files = useTestDatabases('drz', 2, { schema: CREATE_TABLES, reset: 'TRUNCATE users, posts RESTART IDENTITY CASCADE' })
 let db1: TestDatabase
 let db2: TestDatabase
 let admin1: pg.Client & AsyncDisposable
 let admin2: pg.Client & AsyncDisposable
 
-beforeAll(async () => {
-  db1 = await testDatabase('drz')
-  db2 = await testDatabase('drz')
-  admin1 = await adminClient(db1.url)
-  admin2 = await adminClient(db2.url)
-  await admin1.query(CREATE_TABLES)
-  await admin2.query(CREATE_TABLES)
-})
-
-afterAll(async () => {
-  await admin1?.[Symbol.asyncDispose]()
-  await admin2?.[Symbol.asyncDispose]()
-  await db1?.[Symbol.asyncDispose]()
-  await db2?.[Symbol.asyncDispose]()
-})
-
-beforeEach(async () => {
-  await admin1.query('TRUNCATE users, posts RESTART IDENTITY CASCADE')
-  await admin2.query('TRUNCATE users, posts RESTART IDENTITY CASCADE')
+beforeAll(() => {
+  db1 = files.database(0)
+  db2 = files.database(1)
+  admin1 = files.admin(0)
+  admin2 = files.admin(1)
 })
 
 function registryFor(): Registry {

@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { testDatabase } from '@hyperconn/testkit/vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { useTestDatabases } from '@hyperconn/testkit/vitest'
 import type { TestDatabase } from '@hyperconn/testkit'
 import {
   ConnectionError,
@@ -25,33 +25,20 @@ import type { Generated, LogEvent, Migration } from 'kysely'
 import type pg from 'pg'
 import { createKyselyAdapter } from '../src/index.js'
 import type { KyselyAdapterOptions } from '../src/index.js'
-import { adminClient, labels, registryFor, SCHEMA, WHERE_AM_I } from './support.js'
+import { labels, registryFor, SCHEMA, WHERE_AM_I } from './support.js'
 import type { Database, WhereAmI } from './support.js'
 
+const files = useTestDatabases('ksy', 2, { schema: SCHEMA, reset: 'TRUNCATE items, other.items RESTART IDENTITY' })
 let db1: TestDatabase
 let db2: TestDatabase
 let admin1: pg.Client & AsyncDisposable
 let admin2: pg.Client & AsyncDisposable
 
-beforeAll(async () => {
-  db1 = await testDatabase('ksy')
-  db2 = await testDatabase('ksy')
-  admin1 = await adminClient(db1.url)
-  admin2 = await adminClient(db2.url)
-  await admin1.query(SCHEMA)
-  await admin2.query(SCHEMA)
-})
-
-afterAll(async () => {
-  await admin1?.[Symbol.asyncDispose]()
-  await admin2?.[Symbol.asyncDispose]()
-  await db1?.[Symbol.asyncDispose]()
-  await db2?.[Symbol.asyncDispose]()
-})
-
-beforeEach(async () => {
-  await admin1.query('TRUNCATE items, other.items RESTART IDENTITY')
-  await admin2.query('TRUNCATE items, other.items RESTART IDENTITY')
+beforeAll(() => {
+  db1 = files.database(0)
+  db2 = files.database(1)
+  admin1 = files.admin(0)
+  admin2 = files.admin(1)
 })
 
 describe('queries', () => {

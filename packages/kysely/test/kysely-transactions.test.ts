@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { testDatabase } from '@hyperconn/testkit/vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { useTestDatabases } from '@hyperconn/testkit/vitest'
 import type { TestDatabase } from '@hyperconn/testkit'
 import {
   currentTransactionInfo,
@@ -14,33 +14,20 @@ import { CamelCasePlugin, Transaction, sql } from 'kysely'
 import type { Kysely } from 'kysely'
 import type pg from 'pg'
 import { createKyselyAdapter } from '../src/index.js'
-import { adminClient, labels, registryFor, SCHEMA, WHERE_AM_I } from './support.js'
+import { labels, registryFor, SCHEMA, WHERE_AM_I } from './support.js'
 import type { Database, WhereAmI } from './support.js'
 
+const files = useTestDatabases('ksytx', 2, { schema: SCHEMA, reset: 'TRUNCATE items, other.items RESTART IDENTITY' })
 let db1: TestDatabase
 let db2: TestDatabase
 let admin1: pg.Client & AsyncDisposable
 let admin2: pg.Client & AsyncDisposable
 
-beforeAll(async () => {
-  db1 = await testDatabase('ksytx')
-  db2 = await testDatabase('ksytx')
-  admin1 = await adminClient(db1.url)
-  admin2 = await adminClient(db2.url)
-  await admin1.query(SCHEMA)
-  await admin2.query(SCHEMA)
-})
-
-afterAll(async () => {
-  await admin1?.[Symbol.asyncDispose]()
-  await admin2?.[Symbol.asyncDispose]()
-  await db1?.[Symbol.asyncDispose]()
-  await db2?.[Symbol.asyncDispose]()
-})
-
-beforeEach(async () => {
-  await admin1.query('TRUNCATE items, other.items RESTART IDENTITY')
-  await admin2.query('TRUNCATE items, other.items RESTART IDENTITY')
+beforeAll(() => {
+  db1 = files.database(0)
+  db2 = files.database(1)
+  admin1 = files.admin(0)
+  admin2 = files.admin(1)
 })
 
 function setup(registry: Registry) {

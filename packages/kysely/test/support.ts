@@ -20,7 +20,6 @@ export const SCHEMA = `
   CREATE TABLE other.items (id serial PRIMARY KEY, label text NOT NULL UNIQUE, org text NOT NULL DEFAULT '');
 `
 
-export { connectClient as adminClient } from '@hyperconn/testkit'
 
 /** Registry with org ids mapped to database URLs, service "core". */
 export function registryFor(orgs: Record<string, string>, pool: { max?: number; connectionTimeoutMillis?: number } = {}): Registry {

@@ -1,7 +1,8 @@
-import { inject } from 'vitest'
+import type pg from 'pg'
+import { afterAll, beforeAll, beforeEach, inject } from 'vitest'
 // Type-only: brings the ProvidedContext augmentation into every program that uses this module.
 import type {} from './global-setup.js'
-import { createTestDatabase } from './test-database.js'
+import { connectClient, createTestDatabase } from './test-database.js'
 import type { CreateTestDatabaseOptions, TestDatabase } from './test-database.js'
 
 /** Superuser URL of the run's PostgreSQL server (from global-setup). */
@@ -19,4 +20,45 @@ export function testDatabase(
   options: Omit<CreateTestDatabaseOptions, 'prefix'> = {},
 ): Promise<TestDatabase> {
   return createTestDatabase(adminUrl(), prefix === undefined ? options : { ...options, prefix })
+}
+
+export interface FileDatabases {
+  /** The i-th database (valid from the first beforeAll on). */
+  database(index: number): TestDatabase
+  /** A plain pg client on the i-th database, outside any registry: sees only committed rows. */
+  admin(index: number): pg.Client & AsyncDisposable
+}
+
+/**
+ * `count` databases for one test file: created with `schema` before all tests, `reset` run on each before
+ * every test, dropped after all. Registers the vitest hooks itself; call it at the top of the file.
+ */
+export function useTestDatabases(prefix: string, count: number, sql: { schema: string; reset?: string }): FileDatabases {
+  const databases: TestDatabase[] = []
+  const admins: (pg.Client & AsyncDisposable)[] = []
+  beforeAll(async () => {
+    for (let i = 0; i < count; i++) {
+      const database = await testDatabase(prefix)
+      databases.push(database)
+      const admin = await connectClient(database.url)
+      admins.push(admin)
+      await admin.query(sql.schema)
+    }
+  })
+  afterAll(async () => {
+    for (const admin of admins) await admin[Symbol.asyncDispose]()
+    for (const database of databases) await database[Symbol.asyncDispose]()
+  })
+  if (sql.reset !== undefined) {
+    const reset = sql.reset
+    beforeEach(async () => {
+      for (const admin of admins) await admin.query(reset)
+    })
+  }
+  const at = <T>(list: T[], index: number): T => {
+    const item = list[index]
+    if (item === undefined) throw new Error(`useTestDatabases: no database ${index} (created ${list.length})`)
+    return item
+  }
+  return { database: (index) => at(databases, index), admin: (index) => at(admins, index) }
 }
