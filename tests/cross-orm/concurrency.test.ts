@@ -1,5 +1,4 @@
-import { once } from 'node:events'
-import pg from 'pg'
+import { concurrentQueryWarning } from '@hyperconn/testkit'
 import { describe, expect, it } from 'vitest'
 import { collectWarnings } from './support/async.js'
 import { crossOrmDatabases, ENTRY_POINTS, VIAS } from './support/fixture.js'
@@ -85,15 +84,7 @@ describe('Promise.all of 50 mixed-ORM queries inside one transaction', () => {
   // Runs last: pg warns once per process, so this also proves no earlier test here triggered it.
   it('control: the same Promise.all straight on one pg client does warn (the checks above are live)', async () => {
     await using fx = await databases.open()
-    const client = new pg.Client({ connectionString: fx.org.database.url })
-    await client.connect()
-    try {
-      const warned = once(process, 'warning') as Promise<[Error]>
-      await Promise.all([client.query('SELECT 1'), client.query('SELECT 2'), client.query('SELECT 3')])
-      const [warning] = await warned
-      expect(warning.name).toBe('DeprecationWarning')
-    } finally {
-      await client.end()
-    }
+    const warning = await concurrentQueryWarning(fx.org.database.url)
+    expect(warning.name).toBe('DeprecationWarning')
   })
 })

@@ -2,6 +2,7 @@ import { once } from 'node:events'
 import { AsyncResource } from 'node:async_hooks'
 import pg from 'pg'
 import { testDatabase } from '@hyperconn/testkit/vitest'
+import { concurrentQueryWarning } from '@hyperconn/testkit'
 import type { TestDatabase } from '@hyperconn/testkit'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { TransactionClosedError, TransactionRolledBackError } from '../src/hyperconn-error.js'
@@ -304,16 +305,8 @@ describe('queries issued concurrently inside one transaction', () => {
   })
 
   it('control: the same Promise.all straight on one pg client does warn (the check above is live)', async () => {
-    const client = new pg.Client({ connectionString: db.url })
-    await client.connect()
-    try {
-      const warned = once(process, 'warning') as Promise<[Error]>
-      await Promise.all([client.query('SELECT 1'), client.query('SELECT 2'), client.query('SELECT 3')])
-      const [warning] = await warned
-      expect(warning.name).toBe('DeprecationWarning')
-    } finally {
-      await client.end()
-    }
+    const warning = await concurrentQueryWarning(db.url)
+    expect(warning.name).toBe('DeprecationWarning')
   })
 })
 

@@ -181,3 +181,14 @@ export async function connectClient(url: string): Promise<pg.Client & AsyncDispo
   await client.connect()
   return Object.assign(client, { [Symbol.asyncDispose]: () => client.end() })
 }
+
+/**
+ * Sends three queries at once on one plain pg client and resolves with the warning pg emits for it
+ * (pg 8.23 deprecates concurrent client.query). Control for tests that assert no such warning.
+ */
+export async function concurrentQueryWarning(url: string): Promise<Error> {
+  await using client = await connectClient(url)
+  const warned = new Promise<Error>((resolve) => process.once('warning', resolve))
+  await Promise.all([client.query('SELECT 1'), client.query('SELECT 2'), client.query('SELECT 3')])
+  return warned
+}
