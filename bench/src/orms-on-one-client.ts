@@ -8,6 +8,7 @@ import type pg from 'pg'
 import { items, TABLE } from './bench-schema.js'
 import type { KyselyDatabase } from './bench-schema.js'
 import type { ItemRow } from './orm-clients.js'
+import { handTransaction } from './hand-transaction.js'
 
 /**
  * The three ORMs without @hyperconn, sharing one transaction the only way they can: by hand, on
@@ -26,20 +27,12 @@ export class OrmsOnOneClient {
   }
 
   async insertThree(row: (name: string) => ItemRow): Promise<void> {
-    const client = await this.#pool.connect()
-    try {
+    await handTransaction(this.#pool, async (client) => {
       const { drizzleDb, kyselyDb } = this.#bind(client)
-      await client.query('BEGIN')
       await drizzleDb.insert(items).values(row('drizzle'))
       await kyselyDb.insertInto(TABLE).values(row('kysely')).execute()
       await this.#knex(TABLE).insert(row('knex')).connection(client)
-      await client.query('COMMIT')
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {})
-      throw error
-    } finally {
-      client.release()
-    }
+    })
   }
 
   async close(): Promise<void> {

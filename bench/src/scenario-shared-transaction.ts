@@ -9,6 +9,7 @@ import { OrmsOnOneClient } from './orms-on-one-client.js'
 import { createOurRegistry, localAwsSecrets, poolOptions } from './ours-registry.js'
 import { median, ratios } from './ratio-summary.js'
 import type { Scenario } from './scenario-types.js'
+import { handTransaction } from './hand-transaction.js'
 
 const POOL_MAX = 4
 const TARGET = 1.15
@@ -41,20 +42,12 @@ export const sharedTransaction: Scenario = {
           after?.()
         })
       const handWritten = async (): Promise<void> => {
-        const client = await pool.connect()
-        try {
-          await client.query('BEGIN')
+        await handTransaction(pool, async (client) => {
           for (const name of ['drizzle', 'kysely', 'knex']) {
             const { org, n: value } = row(name)
             await client.query(INSERT_SQL, [org, name, value])
           }
-          await client.query('COMMIT')
-        } catch (error) {
-          await client.query('ROLLBACK').catch(() => {})
-          throw error
-        } finally {
-          client.release()
-        }
+        })
       }
       await assertOneTransaction(crossOrm, pool)
       await assertThreeRows(byHand, pool)
