@@ -1,36 +1,31 @@
-export { createRegistry, Registry } from './tenant-registry.js'
-export type { CloseOptions, RegistryStats, TenantPoolStats } from './tenant-registry.js'
+export { createRegistry, Registry } from './registry/tenant-registry.js'
+export type { CloseOptions, RegistryStats, TenantPoolStats } from './registry/tenant-registry.js'
 export type {
   EvictionOptions,
   RegistryOptions,
   SecretCacheOptions,
   TenantPoolOptions,
-} from './registry-options.js'
-export type { EvictionReason, RegistryEventName, RegistryEvents, RegistryListener } from './registry-events.js'
-export type { Logger } from './registry-logger.js'
+} from './registry/registry-options.js'
+export type { EvictionReason, RegistryEventName, RegistryEvents, RegistryListener } from './registry/registry-events.js'
+export type { Logger } from './registry/registry-logger.js'
 export type { Clock, TimerHandle } from './clock.js'
-export { TenantPool } from './tenant-pool.js'
+export { TenantPool } from './pools/tenant-pool.js'
 
-export { awsSecretsManager } from './aws-secret-source.js'
+export { awsSecretsManager } from './secrets/aws-secret-source.js'
 export type {
   AwsCredentials,
   AwsCredentialsProvider,
   AwsSecretsManagerOptions,
   SecretsManagerClientLike,
-} from './aws-secret-source.js'
-export { staticSecrets } from './static-secret-source.js'
-export { fileSecrets } from './file-secret-source.js'
-export type { SecretSource, SecretValue } from './secret-source.js'
-export type { SecretCacheStats, SecretFetchOutcome } from './secret-cache.js'
+} from './secrets/aws-secret-source.js'
+export { staticSecrets } from './secrets/static-secret-source.js'
+export { fileSecrets } from './secrets/file-secret-source.js'
+export type { SecretSource, SecretValue } from './secrets/secret-source.js'
+export type { SecretCacheStats, SecretFetchOutcome } from './secrets/secret-cache.js'
 
-export {
-  bindActiveTransaction,
-  bindTransaction,
-  currentTransactionInfo,
-  isInTransaction,
-  TransactionBinding,
-} from './transaction-context.js'
-export type { TransactionInfo, TransactionStatus } from './transaction-state.js'
+export { currentTransactionInfo, isInTransaction } from './transactions/transaction-context.js'
+export type { TransactionBinding } from './transactions/transaction-context.js'
+export type { TransactionInfo, TransactionStatus } from './transactions/transaction-state.js'
 export type {
   IsolationLevel,
   TenantKey,
@@ -60,8 +55,5 @@ export {
   UnsupportedError,
 } from './hyperconn-error.js'
 export type { HyperconnErrorCode } from './hyperconn-error.js'
-export { redactConnectionString } from './secret-redaction.js'
+export { redactConnectionString } from './secrets/secret-redaction.js'
 export { TENANT_ID_PATTERN } from './tenant-validation.js'
-export { InstanceCache } from './instance-cache.js'
-export { validateAdapterOptions } from './adapter-options.js'
-export type { AdapterOptionRules } from './adapter-options.js'

@@ -1,15 +1,15 @@
 import { AsyncResource } from 'node:async_hooks'
 import { testDatabase } from '@hyperconn/testkit/vitest'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { bindTransaction } from '../src/adapter.js'
+import type { TransactionBinding } from '../src/adapter.js'
 import {
-  bindTransaction,
   createRegistry,
   currentTransactionInfo,
   staticSecrets,
   TransactionClosedError,
   TransactionPropagationError,
 } from '../src/index.js'
-import type { TransactionBinding } from '../src/index.js'
 
 let db: Awaited<ReturnType<typeof testDatabase>>
 

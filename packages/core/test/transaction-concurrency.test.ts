@@ -2,7 +2,7 @@ import pg from 'pg'
 import { testDatabase } from '@hyperconn/testkit/vitest'
 import type { TestDatabase } from '@hyperconn/testkit'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { isInTransaction } from '../src/transaction-context.js'
+import { isInTransaction } from '../src/transactions/transaction-context.js'
 import { TestPoolAccess } from './support/pool-access.js'
 
 const TENANTS = 20

@@ -1,16 +1,16 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { describe, expect, it } from 'vitest'
 import { ContextConflictError, isHyperconnError } from '../src/hyperconn-error.js'
-import { QueryQueue } from '../src/query-queue.js'
-import * as context from '../src/transaction-context.js'
+import { QueryQueue } from '../src/transactions/query-queue.js'
+import * as context from '../src/transactions/transaction-context.js'
 import {
   CONTEXT_VERSION,
   claimContextStorage,
   currentScope,
   runWithoutScope,
   runWithScope,
-} from '../src/transaction-context.js'
-import type { TransactionScope } from '../src/transaction-state.js'
+} from '../src/transactions/transaction-context.js'
+import type { TransactionScope } from '../src/transactions/transaction-state.js'
 import { deferred } from './support/pool-access.js'
 
 const SLOT = Symbol.for('@hyperconn/core/context@1')

@@ -1,10 +1,5 @@
-import {
-  bindActiveTransaction,
-  InstanceCache,
-  InvalidOptionsError,
-  validateAdapterOptions,
-  UnsupportedError,
-} from '@hyperconn/core'
+import { InvalidOptionsError, UnsupportedError } from '@hyperconn/core'
+import { bindActiveTransaction, InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
 import type { Registry, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
 import { DefaultLogger, is } from 'drizzle-orm'
 import type { Casing, DrizzleConfig, ExtractTablesWithRelations, Logger, RelationalSchemaConfig } from 'drizzle-orm'

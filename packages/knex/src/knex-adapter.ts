@@ -1,6 +1,7 @@
 import knex from 'knex'
 import type { Knex } from 'knex'
-import { InstanceCache, InvalidOptionsError, validateAdapterOptions } from '@hyperconn/core'
+import { InvalidOptionsError } from '@hyperconn/core'
+import { InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
 import type { Registry, Tenant } from '@hyperconn/core'
 import { CLIENT_BINDING, TenantKnexClient } from './knex-client.js'
 import type { ClientBinding, KnexTransactionHandle, TenantKnexConfig } from './knex-client.js'

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex'
-import { bindTransaction, currentTransactionInfo, TransactionClosedError } from '@hyperconn/core'
+import { currentTransactionInfo, TransactionClosedError } from '@hyperconn/core'
+import { bindTransaction } from '@hyperconn/core/adapter'
 import type { Tenant, TransactionBinding } from '@hyperconn/core'
 import { KnexConnection } from './knex-connection.js'
 import {

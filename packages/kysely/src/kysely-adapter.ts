@@ -1,5 +1,6 @@
 import type { Registry, Tenant } from '@hyperconn/core'
-import { InstanceCache, InvalidOptionsError, validateAdapterOptions } from '@hyperconn/core'
+import { InvalidOptionsError } from '@hyperconn/core'
+import { InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
 import { Kysely, Transaction } from 'kysely'
 import type { KyselyConfig, KyselyPlugin, LogConfig } from 'kysely'
 import { TenantDialect, TenantDriver } from './kysely-driver.js'

@@ -1,5 +1,6 @@
 import type { IsolationLevel as CoreIsolationLevel, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
-import { bindActiveTransaction, UnsupportedError } from '@hyperconn/core'
+import { UnsupportedError } from '@hyperconn/core'
+import { bindActiveTransaction } from '@hyperconn/core/adapter'
 import { ConnectionBuilder, Kysely, Transaction, TransactionBuilder, validateTransactionSettings } from 'kysely'
 import type {
   AccessMode,

@@ -1,5 +1,5 @@
 import pg from 'pg'
-import { createTenantHandle } from '../../src/tenant-handle.js'
+import { createTenantHandle } from '../../src/transactions/tenant-handle.js'
 import type { PoolLease, Tenant, TenantKey, TenantPoolAccess } from '../../src/tenant-types.js'
 
 /**

@@ -8,22 +8,22 @@ import {
   RegistryClosedError,
   SecretSourceError,
   UnknownServiceError,
-} from './hyperconn-error.js'
-import type { PoolEntry } from './pool-cache.js'
-import { PoolCache } from './pool-cache.js'
-import { sqlStateOf } from './pg-error.js'
+} from '../hyperconn-error.js'
+import type { PoolEntry } from '../pools/pool-cache.js'
+import { PoolCache } from '../pools/pool-cache.js'
+import { sqlStateOf } from '../pg-error.js'
 import type { EvictionReason, RegistryEventName, RegistryListener } from './registry-events.js'
 import { RegistryEventEmitter } from './registry-events.js'
 import type { RegistryOptions, ResolvedOptions } from './registry-options.js'
 import { resolveOptions } from './registry-options.js'
-import type { SecretBundle } from './secret-bundle.js'
-import { SecretCache } from './secret-cache.js'
-import type { SecretCacheStats } from './secret-cache.js'
-import { describeConnectionString, redactText } from './secret-redaction.js'
-import { createTenantHandle } from './tenant-handle.js'
-import { TenantPool } from './tenant-pool.js'
-import type { PoolLease, Tenant, TenantKey, TenantPoolAccess } from './tenant-types.js'
-import { assertValidId } from './tenant-validation.js'
+import type { SecretBundle } from '../secrets/secret-bundle.js'
+import { SecretCache } from '../secrets/secret-cache.js'
+import type { SecretCacheStats } from '../secrets/secret-cache.js'
+import { describeConnectionString, redactText } from '../secrets/secret-redaction.js'
+import { createTenantHandle } from '../transactions/tenant-handle.js'
+import { TenantPool } from '../pools/tenant-pool.js'
+import type { PoolLease, Tenant, TenantKey, TenantPoolAccess } from '../tenant-types.js'
+import { assertValidId } from '../tenant-validation.js'
 
 export interface TenantPoolStats {
   service: string

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { fileSecrets } from './file-secret-source.js'
-import { SecretNotFoundError, SecretSourceError } from './hyperconn-error.js'
+import { SecretNotFoundError, SecretSourceError } from '../hyperconn-error.js'
 
 const MARKER = 'Marker-Pw-7q'
 const url = (password: string): string => `postgresql://app:${password}@db:5432/app`

@@ -1,6 +1,6 @@
 import { inspect } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { InvalidOptionsError, SecretNotFoundError } from './hyperconn-error.js'
+import { InvalidOptionsError, SecretNotFoundError } from '../hyperconn-error.js'
 import { SecretBundle } from './secret-bundle.js'
 import { staticSecrets } from './static-secret-source.js'
 

@@ -1,9 +1,9 @@
 import type { PoolClient } from 'pg'
-import type { Clock, TimerHandle } from './clock.js'
-import { PoolCapacityError } from './hyperconn-error.js'
-import type { EvictionReason } from './registry-events.js'
+import type { Clock, TimerHandle } from '../clock.js'
+import { PoolCapacityError } from '../hyperconn-error.js'
+import type { EvictionReason } from '../registry/registry-events.js'
 import type { TenantPool } from './tenant-pool.js'
-import type { TenantKey } from './tenant-types.js'
+import type { TenantKey } from '../tenant-types.js'
 
 /** One cached pool and the bookkeeping that decides when it may be ended. */
 export interface PoolEntry {

@@ -1,8 +1,8 @@
 import { inspect } from 'node:util'
 import type { InspectOptions } from 'node:util'
-import type { Clock } from './clock.js'
-import { InvalidOptionsError, isHyperconnError, SecretSourceError } from './hyperconn-error.js'
-import type { HyperconnError, SecretFormatError, SecretNotFoundError } from './hyperconn-error.js'
+import type { Clock } from '../clock.js'
+import { InvalidOptionsError, isHyperconnError, SecretSourceError } from '../hyperconn-error.js'
+import type { HyperconnError, SecretFormatError, SecretNotFoundError } from '../hyperconn-error.js'
 import { safeCause, SecretBundle } from './secret-bundle.js'
 import type { SecretSource } from './secret-source.js'
 

@@ -5,7 +5,7 @@ import {
   SecretFormatError,
   SecretNotFoundError,
   SecretSourceError,
-} from './hyperconn-error.js'
+} from '../hyperconn-error.js'
 import { safeCause, safeIdentifier } from './secret-bundle.js'
 import type { SecretSource, SecretValue } from './secret-source.js'
 import type * as SdkModule from '@aws-sdk/client-secrets-manager'

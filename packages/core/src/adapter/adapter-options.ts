@@ -1,5 +1,5 @@
-import { InvalidOptionsError } from './hyperconn-error.js'
-import { TENANT_ID_PATTERN } from './tenant-validation.js'
+import { InvalidOptionsError } from '../hyperconn-error.js'
+import { TENANT_ID_PATTERN } from '../tenant-validation.js'
 
 export interface AdapterOptionRules {
   /** Option keys the adapter understands. */

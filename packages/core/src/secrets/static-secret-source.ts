@@ -1,5 +1,5 @@
 import { inspect } from 'node:util'
-import { InvalidOptionsError, SecretNotFoundError } from './hyperconn-error.js'
+import { InvalidOptionsError, SecretNotFoundError } from '../hyperconn-error.js'
 import type { SecretSource, SecretValue } from './secret-source.js'
 
 /**

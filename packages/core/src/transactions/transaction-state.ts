@@ -1,7 +1,7 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
-import { TransactionClosedError, TransactionRolledBackError } from './hyperconn-error.js'
+import { TransactionClosedError, TransactionRolledBackError } from '../hyperconn-error.js'
 import { QueryQueue } from './query-queue.js'
-import type { IsolationLevel, PoolLease, TenantKey, TenantPoolAccess, TransactionOptions } from './tenant-types.js'
+import type { IsolationLevel, PoolLease, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
 
 /**
  * Lifecycle of a transaction (and, for `currentTransactionInfo`, of a savepoint scope).

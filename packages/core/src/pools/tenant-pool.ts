@@ -1,7 +1,7 @@
 import { inspect } from 'node:util'
 import pg from 'pg'
 import type { PoolClient, PoolConfig } from 'pg'
-import type { TenantKey } from './tenant-types.js'
+import type { TenantKey } from '../tenant-types.js'
 
 type ConnectCallback = (err: Error | undefined, client: PoolClient | undefined, done: (release?: unknown) => void) => void
 

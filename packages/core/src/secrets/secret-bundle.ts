@@ -1,7 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
 import type { InspectOptions } from 'node:util'
-import { SecretFormatError } from './hyperconn-error.js'
+import { SecretFormatError } from '../hyperconn-error.js'
 import { redactText } from './secret-redaction.js'
 import type { SecretValue } from './secret-source.js'
 

@@ -1,11 +1,11 @@
 import type { PoolConfig } from 'pg'
-import type { Clock } from './clock.js'
-import { systemClock } from './clock.js'
-import { InvalidOptionsError } from './hyperconn-error.js'
+import type { Clock } from '../clock.js'
+import { systemClock } from '../clock.js'
+import { InvalidOptionsError } from '../hyperconn-error.js'
 import type { Logger } from './registry-logger.js'
 import { silentLogger } from './registry-logger.js'
-import type { SecretSource } from './secret-source.js'
-import { TENANT_ID_PATTERN } from './tenant-validation.js'
+import type { SecretSource } from '../secrets/secret-source.js'
+import { TENANT_ID_PATTERN } from '../tenant-validation.js'
 
 /** pg pool options; where to connect always comes from the tenant's secret, never from here. */
 export type TenantPoolOptions = Omit<

@@ -2,7 +2,7 @@ import { open, stat } from 'node:fs/promises'
 import type { BigIntStats } from 'node:fs'
 import { resolve } from 'node:path'
 import { inspect } from 'node:util'
-import { InvalidOptionsError, SecretNotFoundError, SecretSourceError } from './hyperconn-error.js'
+import { InvalidOptionsError, SecretNotFoundError, SecretSourceError } from '../hyperconn-error.js'
 import { safeCause, safeIdentifier } from './secret-bundle.js'
 import type { SecretSource, SecretValue } from './secret-source.js'
 

@@ -14,7 +14,7 @@ import { mockClient } from 'aws-sdk-client-mock'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { awsSecretsManager, mapAwsError } from './aws-secret-source.js'
 import type { SecretsManagerClientLike } from './aws-secret-source.js'
-import { InvalidOptionsError, SecretFormatError, SecretNotFoundError, SecretSourceError } from './hyperconn-error.js'
+import { InvalidOptionsError, SecretFormatError, SecretNotFoundError, SecretSourceError } from '../hyperconn-error.js'
 
 const MARKER = 'Marker-Pw-7q'
 const SECRET_JSON = JSON.stringify({ 'core-postgresql': `postgresql://app:${MARKER}@db:5432/app` })

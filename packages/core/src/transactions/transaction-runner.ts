@@ -1,5 +1,5 @@
-import { InvalidOptionsError, TransactionPropagationError } from './hyperconn-error.js'
-import type { Propagation, TenantKey, TenantPoolAccess, TransactionOptions } from './tenant-types.js'
+import { InvalidOptionsError, TransactionPropagationError } from '../hyperconn-error.js'
+import type { Propagation, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
 import { currentScope, runWithoutScope, runWithScope } from './transaction-context.js'
 import { TransactionState } from './transaction-state.js'
 import type { TransactionScope } from './transaction-state.js'

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
-import { ContextConflictError, TransactionClosedError, TransactionPropagationError } from './hyperconn-error.js'
-import type { TenantKey } from './tenant-types.js'
+import { ContextConflictError, TransactionClosedError, TransactionPropagationError } from '../hyperconn-error.js'
+import type { TenantKey } from '../tenant-types.js'
 import type { TransactionInfo, TransactionScope, TransactionState } from './transaction-state.js'
 
 /**

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { inspect } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { SecretFormatError, SecretSourceError } from './hyperconn-error.js'
+import { SecretFormatError, SecretSourceError } from '../hyperconn-error.js'
 import { safeCause, SecretBundle } from './secret-bundle.js'
 
 const MARKER = 'Marker-Pw-7q'

@@ -1,0 +1,5 @@
+// @hyperconn/core/adapter: the kit the ORM adapters are built from. Not for application code.
+export { InstanceCache } from './adapter/instance-cache.js'
+export { validateAdapterOptions } from './adapter/adapter-options.js'
+export type { AdapterOptionRules } from './adapter/adapter-options.js'
+export { bindActiveTransaction, bindTransaction, TransactionBinding } from './transactions/transaction-context.js'
