@@ -32,7 +32,7 @@ describe('one AsyncLocalStorage per process', () => {
 
   it('a second copy of the module shares the same storage and sees the same frames', async () => {
     // A query string makes the module loader evaluate another instance, as a duplicate install would.
-    const path = '../src/transaction-context.js?second-copy'
+    const path = '../src/transactions/transaction-context.js?second-copy'
     const copy = (await import(/* @vite-ignore */ path)) as typeof context
     expect(copy.currentScope).not.toBe(context.currentScope)
     const scope = fakeScope('from copy 1')
