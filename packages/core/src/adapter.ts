@@ -2,4 +2,6 @@
 export { InstanceCache } from './adapter/instance-cache.js'
 export { validateAdapterOptions } from './adapter/adapter-options.js'
 export type { AdapterOptionRules } from './adapter/adapter-options.js'
+export { adapterTransactionOptions } from './adapter/adapter-transaction-options.js'
+export type { AdapterTransactionSettings } from './adapter/adapter-transaction-options.js'
 export { bindActiveTransaction, bindTransaction, TransactionBinding } from './transactions/transaction-context.js'

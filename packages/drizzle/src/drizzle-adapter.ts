@@ -1,5 +1,5 @@
 import { InvalidOptionsError, UnsupportedError } from '@hyperconn/core'
-import { bindActiveTransaction, InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
+import { adapterTransactionOptions, bindActiveTransaction, InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
 import type { Registry, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
 import { DefaultLogger, is } from 'drizzle-orm'
 import type { Casing, DrizzleConfig, ExtractTablesWithRelations, Logger, RelationalSchemaConfig } from 'drizzle-orm'
@@ -150,27 +150,19 @@ function sessionOptions(logger: boolean | Logger | undefined): NodePgSessionOpti
   return logger === undefined || logger === false ? {} : { logger }
 }
 
-const NESTED: TransactionOptions = Object.freeze({ propagation: 'nested' })
-
-/** Drizzle's transaction config → core's options. Only translation here; propagation policy is core's. */
+/** `db.transaction`'s config → core's options: Drizzle's spelling is parsed here, the defaults are core's. */
 function transactionOptions(config: PgTransactionConfig | undefined): TransactionOptions {
-  const options: TransactionOptions = { propagation: 'required' }
-  if (config === undefined) return options
-  if (config.deferrable === true) {
+  if (config?.deferrable === true) {
     throw new UnsupportedError(
       'db.transaction(fn, { deferrable: true }) is not supported by @hyperconn/core yet. Leave deferrable out (PostgreSQL defaults to NOT DEFERRABLE).',
     )
   }
-  // Core validates it ('read uncommitted' runs as 'read committed', as in PostgreSQL).
-  if (config.isolationLevel !== undefined) options.isolationLevel = config.isolationLevel
-  if (config.accessMode !== undefined) {
-    if (config.accessMode !== 'read only' && config.accessMode !== 'read write') {
-      throw new InvalidOptionsError(`Unknown accessMode "${String(config.accessMode)}". Use "read only" or "read write".`)
-    }
-    // Left out when not given: readOnly false would refuse to join an active read-only transaction.
-    options.readOnly = config.accessMode === 'read only'
+  const accessMode = config?.accessMode
+  if (accessMode !== undefined && accessMode !== 'read only' && accessMode !== 'read write') {
+    throw new InvalidOptionsError(`Unknown accessMode "${String(accessMode)}". Use "read only" or "read write".`)
   }
-  return options
+  const readOnly = accessMode === undefined ? undefined : accessMode === 'read only'
+  return adapterTransactionOptions({ isolationLevel: config?.isolationLevel, readOnly }, 'db')
 }
 
 /** What every `tx` of one tenant database is built from: that database's dialect, schema and logger. */
@@ -206,7 +198,8 @@ class BoundTransaction<TSchema extends Record<string, unknown>> extends NodePgTr
   override transaction<T>(fn: (inner: DrizzleTransaction<TSchema>) => Promise<T>): Promise<T> {
     // Checked first: outside its transaction, 'nested' would BEGIN (or nest in) another one.
     const refused = this.#binding.refusal()
-    return refused === undefined ? this.#tenant.transaction(() => fn(this), NESTED) : Promise.reject(refused)
+    if (refused !== undefined) return Promise.reject(refused)
+    return this.#tenant.transaction(() => fn(this), adapterTransactionOptions({}, 'transaction'))
   }
 }
 

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex'
-import type { IsolationLevel, Propagation, Tenant, TransactionOptions } from '@hyperconn/core'
+import type { Propagation, Tenant } from '@hyperconn/core'
+import { adapterTransactionOptions } from '@hyperconn/core/adapter'
 import { bindKnexTransaction, KnexTransactionHandle } from './knex-client.js'
 import { externalConnectionUnsupported, transactionProviderUnsupported } from './knex-errors.js'
 
@@ -30,16 +31,6 @@ export type TransactionKnexFactory = (handle: KnexTransactionHandle, parent: Kne
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-function toTransactionOptions(config: KnexTransactionConfig | undefined, propagation: Propagation): TransactionOptions {
-  if (config?.connection !== undefined && config.connection !== null) throw externalConnectionUnsupported()
-  const options: TransactionOptions = { propagation: config?.propagation ?? propagation }
-  // Core validates the level: 'read uncommitted' runs as 'read committed' (as in PostgreSQL), 'snapshot' is
-  // rejected with InvalidOptionsError (PostgreSQL has no such level).
-  if (config?.isolationLevel !== undefined) options.isolationLevel = config.isolationLevel as IsolationLevel
-  if (config?.readOnly !== undefined) options.readOnly = config.readOnly
-  return options
 }
 
 function noop(): void {}
@@ -141,7 +132,9 @@ export function runKnexTransaction<T>(
   const refused = parent?.refusal()
   if (refused !== undefined) return Promise.reject(refused)
   const knexConfig = (config ?? undefined) as KnexTransactionConfig | undefined
-  const options = toTransactionOptions(knexConfig, parent === undefined ? 'required' : 'nested')
+  if (knexConfig?.connection !== undefined && knexConfig.connection !== null) throw externalConnectionUnsupported()
+  // knex's config already spells isolationLevel, readOnly and (added above) propagation as core does.
+  const options = adapterTransactionOptions(knexConfig ?? {}, parent === undefined ? 'db' : 'transaction')
   const container = scope as KnexTransactionScope<T>
   const control = new TransactionControl<T>()
   // Filled in below; core may call `run` synchronously (nothing to BEGIN), before the promise exists.

@@ -1,6 +1,6 @@
-import type { IsolationLevel as CoreIsolationLevel, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
+import type { Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
 import { UnsupportedError } from '@hyperconn/core'
-import { bindActiveTransaction } from '@hyperconn/core/adapter'
+import { adapterTransactionOptions, bindActiveTransaction } from '@hyperconn/core/adapter'
 import { ConnectionBuilder, Kysely, Transaction, TransactionBuilder, validateTransactionSettings } from 'kysely'
 import type {
   AccessMode,
@@ -20,16 +20,12 @@ export interface TenantKyselyContext {
   readonly props: KyselyProps
 }
 
-type Propagation = 'required' | 'nested'
-
-function transactionOptions(settings: TransactionSettings, propagation: Propagation): TransactionOptions {
+/** Kysely's transaction settings → core's options ('snapshot', Kysely's level for MSSQL, is core's to reject). */
+function transactionOptions(settings: TransactionSettings, calledOn: 'db' | 'transaction'): TransactionOptions {
   validateTransactionSettings(settings)
-  const options: TransactionOptions = { propagation }
-  // Core validates the level: 'read uncommitted' runs as 'read committed' (as in PostgreSQL), 'snapshot'
-  // (Kysely's, for MSSQL) is rejected with InvalidOptionsError.
-  if (settings.isolationLevel !== undefined) options.isolationLevel = settings.isolationLevel as CoreIsolationLevel
-  if (settings.accessMode !== undefined) options.readOnly = settings.accessMode === 'read only'
-  return options
+  const { isolationLevel, accessMode } = settings
+  const readOnly = accessMode === undefined ? undefined : accessMode === 'read only'
+  return adapterTransactionOptions({ isolationLevel, readOnly }, calledOn)
 }
 
 function controlledTransaction(): UnsupportedError {
@@ -74,10 +70,8 @@ class CoreTransactionBuilder<DB> extends TransactionBuilder<DB> {
   }
 
   override async execute<T>(callback: (trx: Transaction<DB>) => Promise<T>): Promise<T> {
-    // A db instance joins the context's transaction ('required'); a trx instance asks for a savepoint,
-    // as the ORMs' own nested transaction() calls do in every hyperconn adapter.
     const parent = this.#parent
-    const options = transactionOptions(this.#settings, parent === undefined ? 'required' : 'nested')
+    const options = transactionOptions(this.#settings, parent === undefined ? 'db' : 'transaction')
     const context = this.#context
     const { tenant } = context
     // Outside its own transaction, 'nested' would BEGIN (or nest in) another one: core's rule refuses first.
