@@ -11,7 +11,7 @@ export type HyperconnErrorCode =
   | 'HC_SECRET_SOURCE'
   | 'HC_CONNECTION'
   | 'HC_REGISTRY_CLOSED'
-  | 'HC_POOL_CAPACITY'
+  | 'HC_POOL_SATURATED'
   | 'HC_TRANSACTION_CLOSED'
   | 'HC_TRANSACTION_PROPAGATION'
   | 'HC_TRANSACTION_ROLLED_BACK'
@@ -27,7 +27,7 @@ const CODES: ReadonlySet<string> = new Set<HyperconnErrorCode>([
   'HC_SECRET_SOURCE',
   'HC_CONNECTION',
   'HC_REGISTRY_CLOSED',
-  'HC_POOL_CAPACITY',
+  'HC_POOL_SATURATED',
   'HC_TRANSACTION_CLOSED',
   'HC_TRANSACTION_PROPAGATION',
   'HC_TRANSACTION_ROLLED_BACK',
@@ -155,23 +155,51 @@ export class ConnectionError extends HyperconnError {
 
 /** The registry was closed; create a new one. */
 export class RegistryClosedError extends HyperconnError {
-  constructor() {
-    super('HC_REGISTRY_CLOSED', 'The registry is closed; no new pools, queries or transactions can start. Create a new registry.')
+  constructor(detail?: string, options?: HyperconnErrorOptions) {
+    super(
+      'HC_REGISTRY_CLOSED',
+      detail ?? 'The registry is closed; no new pools, queries or transactions can start. Create a new registry.',
+      options,
+    )
   }
 }
 
+/** Which limit kept a caller waiting: see `PoolSaturatedError`. */
+export type SaturatedLimit = 'connections.max' | 'connections.perTenant' | 'pool.max' | 'eviction.maxPools'
+
+const SATURATION_FIX: Readonly<Record<SaturatedLimit, string>> = {
+  'connections.max':
+    'every connection this registry may open to the server is in use. Raise connections.max (or connections.instances if fewer app instances share the server), lower pool.max, or hold connections for less time',
+  'connections.perTenant':
+    "this tenant already holds connections.perTenant connections. Raise connections.perTenant, or look for transactions or acquired connections this tenant holds too long (a transaction that opens another one with propagation 'requires_new' needs two)",
+  'pool.max':
+    'its pool has pool.max connections, all in use. Raise pool.max (within connections.max) or hold connections for less time',
+  'eviction.maxPools':
+    'eviction.maxPools pools exist and every one has connections in use. Raise eviction.maxPools',
+}
+
 /**
- * `maxPools` is reached and every cached pool has a checked-out client, so none can be evicted.
- * Retry when a transaction finishes, or raise `eviction.maxPools`.
+ * A caller waited `acquireTimeoutMs` for a connection and none became free: the connection budget, the
+ * tenant's `perTenant` share, the pool's `max` or `maxPools` was exhausted. Retry later or raise the limit.
  */
-export class PoolCapacityError extends HyperconnError {
-  readonly maxPools: number
-  constructor(maxPools: number) {
+export class PoolSaturatedError extends HyperconnError {
+  readonly service: string
+  readonly orgId: string
+  readonly waitedMs: number
+  readonly limit: SaturatedLimit
+  /** The limit's value, where it has one (undefined while `connections.max: 'auto'` is being read). */
+  readonly limitValue: number | undefined
+  constructor(service: string, orgId: string, waitedMs: number, limit: SaturatedLimit, limitValue: number | undefined, server: string) {
     super(
-      'HC_POOL_CAPACITY',
-      `All ${maxPools} cached pools are busy (eviction.maxPools). Retry shortly or raise eviction.maxPools.`,
+      'HC_POOL_SATURATED',
+      `Waited ${waitedMs} ms (connections.acquireTimeoutMs) for a connection for service "${service}", org "${orgId}" on ${server}: ` +
+        `${limit}${limitValue === undefined ? '' : ` (${limitValue})`} was reached — ${SATURATION_FIX[limit]}.`,
     )
-    this.maxPools = maxPools
+    this.service = service
+    this.orgId = orgId
+    this.waitedMs = waitedMs
+    this.limit = limit
+    this.limitValue = limitValue
   }
 }
 

@@ -1,8 +1,18 @@
 export { createRegistry, Registry } from './registry/tenant-registry.js'
-export type { CloseOptions, RegistryStats, TenantPoolStats } from './registry/tenant-registry.js'
 export type {
+  CloseOptions,
+  PhysicalPoolStats,
+  RegistryStats,
+  ServerStats,
+  TenantPoolStats,
+  WarmOptions,
+} from './registry/tenant-registry.js'
+export type {
+  ConnectionOptions,
   EvictionOptions,
+  IsolationOption,
   RegistryOptions,
+  ServiceOptions,
   SecretCacheOptions,
   TenantPoolOptions,
 } from './registry/registry-options.js'
@@ -43,7 +53,7 @@ export {
   InvalidTenantIdError,
   hyperconnErrorOf,
   isHyperconnError,
-  PoolCapacityError,
+  PoolSaturatedError,
   RegistryClosedError,
   SecretFormatError,
   SecretNotFoundError,
@@ -54,6 +64,6 @@ export {
   UnknownServiceError,
   UnsupportedError,
 } from './hyperconn-error.js'
-export type { HyperconnErrorCode } from './hyperconn-error.js'
+export type { HyperconnErrorCode, SaturatedLimit } from './hyperconn-error.js'
 export { redactConnectionString } from './secrets/secret-redaction.js'
 export { TENANT_ID_PATTERN } from './tenant-validation.js'

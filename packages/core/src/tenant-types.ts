@@ -1,4 +1,4 @@
-import type { Pool, PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
+import type { ClientBase, Pool, QueryConfig, QueryResult, QueryResultRow } from 'pg'
 
 /** Structured pool key: (service, orgId) are kept apart, never joined into one string. */
 export interface TenantKey {
@@ -6,27 +6,35 @@ export interface TenantKey {
   readonly orgId: string
 }
 
-/** A client checked out of a tenant pool. The pool cannot be ended while a lease is open. */
+/**
+ * A connection checked out for one tenant through the lease point. The tenant's session settings are
+ * applied before its first `query` (or transaction-locally by `begin`). Every connection carries an
+ * 'error' listener for its whole life, so holders need not add one to survive a backend dying mid-query.
+ */
 export interface PoolLease {
-  readonly client: PoolClient
-  /** Return the client; pass an error (or true) to destroy it instead (dead backend, failed COMMIT). Idempotent. */
+  /** The physical connection (for 'error' listeners, diagnostics, and handing out as a pg client). */
+  readonly client: ClientBase
+  readonly processID: number | undefined
+  /** Runs a statement, with the tenant's settings applied first if they are not yet. */
+  query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>
+  /** Applies the tenant's settings at session level now (before handing `client` out raw). */
+  prepare(): Promise<void>
+  /** Runs `sql` (a BEGIN), then the tenant's settings transaction-locally. */
+  begin(sql: string): Promise<void>
+  /** The error with this tenant's secrets masked (class and fields kept). */
+  redact(error: unknown): unknown
+  /** Give the connection back; pass an error (or true) to destroy it instead (dead backend, failed COMMIT). Idempotent. */
   release(destroy?: Error | boolean): void
 }
 
 /** What the transaction engine and tenant handles need from the registry. */
 export interface TenantPoolAccess {
-  /**
-   * Check out a client from the tenant's pool, creating the pool (and fetching its secret) if needed.
-   * Every client carries an 'error' listener for its whole life (pg-pool drops its own on checkout), so
-   * holders need not add one to survive a backend dying mid-query.
-   */
+  /** A connection for the tenant through the lease point (secret, budget, settings, rotation retry). */
   acquire(key: TenantKey): Promise<PoolLease>
-  /** The tenant's pool itself (for `tenant.pool()` / `getPool`). */
+  /** The tenant-bound `pg.Pool` (for `tenant.pool()` / `getPool`). */
   pool(key: TenantKey): Promise<Pool>
   /** Throws `RegistryClosedError` once the registry is closing. */
   assertOpen(): void
-  /** Rewrap an error from pg so that it carries no secret of this tenant. */
-  redactError(key: TenantKey, error: unknown): unknown
 }
 
 /** `'read uncommitted'` is accepted and runs as `'read committed'`, as PostgreSQL does. */

@@ -5,8 +5,9 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import { isInTransaction } from '../src/transactions/transaction-context.js'
 import { TestPoolAccess } from './support/pool-access.js'
 
-const TENANTS = 20
-const FLOWS = 100
+// Within max_connections 100, shared with the test file running in parallel: up to 5 connections per tenant.
+const TENANTS = 10
+const FLOWS = 50
 
 let db: TestDatabase
 let admin: pg.Client
@@ -35,7 +36,7 @@ interface Seen {
 
 const PROBE = 'SELECT current_schema() AS schema, txid_current()::text AS txid, pg_backend_pid() AS pid'
 
-it('100 concurrent flows over 20 tenants: each query sees its own tenant and its own transaction', async () => {
+it('50 concurrent flows over 10 tenants: each query sees its own tenant and its own transaction', async () => {
   // One pool per tenant; the tenant's schema comes from the connection's search_path. Each tenant has up
   // to 4 open transactions, and each of them also queries the next tenant: max 6 leaves room for that.
   await using access = new TestPoolAccess((key) => ({

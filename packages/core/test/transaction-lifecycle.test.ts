@@ -114,7 +114,7 @@ describe('one transaction, one connection', () => {
     })
   })
 
-  it('sends every error through access.redactError', async () => {
+  it('sends every error through the lease redaction', async () => {
     const redacted = new Error('redacted')
     const { access, tenant } = setup({ redact: () => redacted })
     await using _ = access

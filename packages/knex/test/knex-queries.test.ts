@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import knexModule from 'knex'
 import {
-  ConnectionError,
+  PoolSaturatedError,
   createRegistry,
   hyperconnErrorOf,
   InvalidOptionsError,
@@ -163,21 +163,22 @@ describe('@hyperconn/knex queries', () => {
     expect((await db.raw('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }])
   })
 
-  it('a cancel that cannot get a second connection (pool max 1) fails after connectionTimeoutMillis, with core\'s error as cause', async () => {
+  it('a cancel that cannot get a second connection (pool max 1) fails after acquireTimeoutMs, with core\'s PoolSaturatedError as cause', async () => {
     await using fx = await createFixture()
     await using registry = createRegistry({
       project: 'p',
       services: ['core'],
       secrets: staticSecrets({ 'p-org1': { 'core-postgresql': fx.databases[0]!.url } }),
-      pool: { max: 1, connectionTimeoutMillis: 300 },
+      pool: { max: 1 },
+      connections: { acquireTimeoutMs: 300 },
     })
     const db = createKnexAdapter(registry, { service: 'core' }).getDb('org1')
     const error: unknown = await db.raw('SELECT pg_sleep(3)').timeout(100, { cancel: true }).catch((e: unknown) => e)
     // knex rewrites the message of the error the cancel failed with; core's error survives as its cause.
     expect((error as Error).message).toMatch(/cancelling of query failed/)
     const cause = hyperconnErrorOf(error)
-    expect(cause).toBeInstanceOf(ConnectionError)
-    expect(cause?.message).toMatch(/^Could not connect to PostgreSQL for service "core", org "org1"/)
+    expect(cause).toBeInstanceOf(PoolSaturatedError)
+    expect(cause?.message).toMatch(/^Waited \d+ ms \(connections.acquireTimeoutMs\) for a connection for service "core", org "org1"/)
     // The query's connection was destroyed rather than reused (knex marked it disposed): the pool serves again.
     expect((await db.raw('SELECT 1 AS ok')).rows).toEqual([{ ok: 1 }])
   })

@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest'
 import { useTestDatabases } from '@hyperconn/testkit/vitest'
 import type { TestDatabase } from '@hyperconn/testkit'
 import {
-  ConnectionError,
+  PoolSaturatedError,
   hyperconnErrorOf,
   InvalidOptionsError,
   InvalidTenantIdError,
@@ -93,7 +93,8 @@ describe('queries', () => {
     ])
     expect(await labels(admin1)).toEqual(['one'])
     expect(await labels(admin2)).toEqual(['two', 'three'])
-    expect(registry.stats().tenants.map((t) => t.orgId).sort()).toEqual(['org1', 'org2'])
+    // One physical pool per database: the two orgs never share one.
+    expect(registry.stats().pools.list.map((p) => p.name.split('/')[1]?.split('@')[0]).sort()).toEqual([db1.name, db2.name].sort())
   })
 
   it('keeps at most maxInstances cached instances', async () => {
@@ -152,14 +153,15 @@ describe('queries', () => {
     expect(registry.stats().connections.checkedOut).toBe(0)
   })
 
-  it('db.connection() with a transaction inside needs a second pooled connection: with pool max 1 it times out', async () => {
-    await using registry = registryFor({ org1: db1.url }, { max: 1, connectionTimeoutMillis: 300 })
+  it('db.connection() with a transaction inside needs a second pooled connection: with pool max 1 it waits, then PoolSaturatedError', async () => {
+    await using registry = registryFor({ org1: db1.url }, { max: 1 }, { acquireTimeoutMs: 300 })
     const db = createKyselyAdapter<Database>(registry, { service: 'core' }).getDb('org1')
     const error: unknown = await db
       .connection()
       .execute((conn) => conn.transaction().execute((trx) => trx.insertInto('items').values({ label: 'never' }).execute()))
       .catch((e: unknown) => e)
-    expect(hyperconnErrorOf(error)).toBeInstanceOf(ConnectionError)
+    expect(hyperconnErrorOf(error)).toBeInstanceOf(PoolSaturatedError)
+    expect(hyperconnErrorOf(error)).toMatchObject({ limit: 'pool.max', limitValue: 1, orgId: 'org1' })
     expect(await labels(admin1)).toEqual([])
     expect(registry.stats().connections.checkedOut).toBe(0)
   })

@@ -22,10 +22,14 @@ export const SCHEMA = `
 
 
 /** Registry with org ids mapped to database URLs, service "core". */
-export function registryFor(orgs: Record<string, string>, pool: { max?: number; connectionTimeoutMillis?: number } = {}): Registry {
+export function registryFor(
+  orgs: Record<string, string>,
+  pool: { max?: number } = {},
+  connections: { acquireTimeoutMs?: number } = {},
+): Registry {
   const secrets: Record<string, Record<string, string>> = {}
   for (const [orgId, url] of Object.entries(orgs)) secrets[`p-${orgId}`] = { 'core-postgresql': url }
-  return createRegistry({ project: 'p', services: ['core'], secrets: staticSecrets(secrets), pool })
+  return createRegistry({ project: 'p', services: ['core'], secrets: staticSecrets(secrets), pool, connections })
 }
 
 export async function labels(admin: pg.Client, table = 'items'): Promise<string[]> {

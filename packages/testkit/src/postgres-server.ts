@@ -41,9 +41,10 @@ const START_ATTEMPTS = 3
 const START_TIMEOUT_MS = 60_000
 const STOP_ESCALATION_MS = 10_000
 
-/** Disposable cluster: durability is pointless, speed and enough connections for pool tests are not. */
+/** Disposable cluster: durability is pointless, speed is not. */
 const POSTGRES_FLAGS = [
-  'max_connections=400',
+  // PostgreSQL's default, and what small RDS instances allow: tests and benchmarks see the limits users have.
+  'max_connections=100',
   `listen_addresses=${HOST}`,
   // Empty = no Unix socket: the binaries' compiled-in socket dir may not exist, and we only use TCP.
   'unix_socket_directories=',

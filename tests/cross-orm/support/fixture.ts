@@ -1,5 +1,5 @@
 import { createRegistry, staticSecrets } from '@hyperconn/core'
-import type { IsolationLevel, Registry, Tenant, TenantPoolStats } from '@hyperconn/core'
+import type { IsolationLevel, Registry, Tenant } from '@hyperconn/core'
 import { createDrizzleAdapter } from '@hyperconn/drizzle'
 import type { DrizzleTransaction } from '@hyperconn/drizzle'
 import { createKnexAdapter } from '@hyperconn/knex'
@@ -177,9 +177,13 @@ export class TenantOrms {
     return (await this.rows()).map((r) => r.label)
   }
 
-  /** The registry's view of this org's pool, or undefined before it exists. */
-  poolStats(): TenantPoolStats | undefined {
-    return this.registry.stats().tenants.find((t) => t.orgId === this.orgId)
+  /** The registry's view of this org's physical pool (its own database), or undefined before it exists. */
+  poolStats(): { totalCount: number; idleCount: number; waitingCount: number; checkedOut: number } | undefined {
+    const stats = this.registry.stats()
+    const pool = stats.pools.list.find((p) => !p.draining && p.name.includes(`/${this.database.name}@`))
+    if (pool === undefined) return undefined
+    const tenant = stats.tenants.active.find((t) => t.orgId === this.orgId)
+    return { totalCount: pool.total, idleCount: pool.idle, waitingCount: tenant?.waiting ?? 0, checkedOut: pool.checkedOut }
   }
 }
 
@@ -258,6 +262,8 @@ function knexTx(trx: Knex.Transaction): NativeTx {
 export interface CrossOrmOptions {
   /** Passed to every tenant pool. Default max 4. */
   pool?: { max?: number }
+  /** connections.max of the registry. Default 24. */
+  connections?: number
 }
 
 export interface CrossOrm extends AsyncDisposable {
@@ -311,6 +317,8 @@ export function crossOrmDatabases(tenants = 1, prefix = 'xorm'): CrossOrmDatabas
         services: ['core'],
         secrets: staticSecrets(secrets),
         pool: { max: options.pool?.max ?? 4 },
+        // Test files run two at a time against one server with max_connections 100.
+        connections: { max: options.connections ?? 24 },
       })
       const adapters: Adapters = {
         drizzle: createDrizzleAdapter(registry, { service: 'core', schema }),

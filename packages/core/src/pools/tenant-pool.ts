@@ -1,47 +1,61 @@
 import { inspect } from 'node:util'
 import pg from 'pg'
-import type { PoolClient, PoolConfig } from 'pg'
-import type { TenantKey } from '../tenant-types.js'
+import type { PoolClient, QueryConfig, QueryResult } from 'pg'
+import type { PoolLease, TenantKey } from '../tenant-types.js'
 
+type Callback = (err: Error | undefined, result: QueryResult | undefined) => void
 type ConnectCallback = (err: Error | undefined, client: PoolClient | undefined, done: (release?: unknown) => void) => void
 
+export interface TenantPoolRoutes {
+  /** One autocommit statement on a leased connection (like `pg.Pool#query`: never inside a transaction). */
+  query(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult>
+  /** A lease from the lease point (budget, settings, rotation retry). */
+  lease(): Promise<PoolLease>
+  /** Connections this tenant holds and waits for now. */
+  usage(): { checkedOut: number; waiting: number }
+}
+
+const ALREADY_RELEASED = 'Release called on client which has already been released to the pool.'
+
 /**
- * The `pg.Pool` handed to callers. The registry owns its lifetime:
- * - `end()` from outside is a no-op, so an ORM's `destroy()` or a stray `pool.end()` can't end a shared pool;
- * - once the registry retires it (eviction, rotation), `connect()` and therefore `query()` are routed to the
- *   tenant's current pool, so a caller still holding this object never sees "Cannot use a pool after calling end".
+ * What `registry.getPool(service, orgId)` returns: a `pg.Pool` bound to one tenant, owning no
+ * connections. `query` and `connect` check a connection out through the lease point, with the
+ * tenant's settings applied, outside any transaction of the async context (as `pg.Pool` does). `end()` is a no-op: the registry owns every connection.
+ * `totalCount`/`waitingCount` count this tenant's checked-out connections and waiting callers.
  */
 export class TenantPool extends pg.Pool {
   readonly tenant: TenantKey
-  #retired = false
-  #ended: Promise<void> | undefined
-  readonly #reroute: () => Promise<PoolClient>
+  readonly #routes: TenantPoolRoutes
 
-  constructor(tenant: TenantKey, config: PoolConfig, reroute: () => Promise<PoolClient>) {
-    super(config)
+  constructor(tenant: TenantKey, routes: TenantPoolRoutes) {
+    super({ max: 1 })
     this.tenant = tenant
-    this.#reroute = reroute
-  }
-
-  get retired(): boolean {
-    return this.#retired
-  }
-
-  /** Stop routing new work here; `connect()` goes to the tenant's current pool from now on. */
-  retire(): void {
-    this.#retired = true
+    this.#routes = routes
   }
 
   override connect(): Promise<PoolClient>
   override connect(callback: ConnectCallback): void
   override connect(callback?: ConnectCallback): Promise<PoolClient> | void {
-    if (!this.#retired) return callback ? super.connect(callback) : super.connect()
-    const client = this.#reroute()
-    if (!callback) return client
+    const client = this.#connect()
+    if (callback === undefined) return client
     client.then(
       (c) => callback(undefined, c, (err?: unknown) => c.release(err as Error | boolean | undefined)),
       (err: Error) => callback(err, undefined, () => {}),
     )
+  }
+
+  // pg.Pool's overloads (text/config, values, callback) in one signature.
+  override query(...args: unknown[]): any {
+    const [first, second, third] = args
+    const callback = [second, third].find((a): a is Callback => typeof a === 'function')
+    const values = Array.isArray(second) ? (second as unknown[]) : undefined
+    const result = this.#routes.query(first as string | QueryConfig, values)
+    if (callback === undefined) return result
+    result.then(
+      (r) => callback(undefined, r),
+      (e: Error) => callback(e, undefined),
+    )
+    return undefined
   }
 
   /** Ending is the registry's job (`registry.evict()` / `registry.close()`); this is deliberately a no-op. */
@@ -55,24 +69,44 @@ export class TenantPool extends pg.Pool {
     return Promise.resolve()
   }
 
-  /** Really end the pool: waits for checked-out clients to come back (pg semantics). Idempotent. */
-  shutdown(): Promise<void> {
-    this.#retired = true
-    this.#ended ??= super.end()
-    return this.#ended
+  async #connect(): Promise<PoolClient> {
+    const lease = await this.#routes.lease()
+    try {
+      await lease.prepare()
+    } catch (error) {
+      lease.release(true)
+      throw error
+    }
+    const client = lease.client as PoolClient
+    let released = false
+    client.release = (destroy?: Error | boolean) => {
+      if (released) throw new Error(ALREADY_RELEASED)
+      released = true
+      lease.release(destroy)
+    }
+    return client
   }
 
-  toJSON(): object {
-    return {
-      service: this.tenant.service,
-      orgId: this.tenant.orgId,
-      totalCount: this.totalCount,
-      idleCount: this.idleCount,
-      waitingCount: this.waitingCount,
-    }
+  toJSON(): { service: string; orgId: string; checkedOut: number; waiting: number } {
+    return { service: this.tenant.service, orgId: this.tenant.orgId, ...this.#routes.usage() }
   }
 
   [inspect.custom](): string {
     return `TenantPool ${inspect(this.toJSON())}`
   }
 }
+
+// pg.Pool defines these as getters at runtime (typed as properties): this tenant's numbers, not a pool's.
+Object.defineProperties(TenantPool.prototype, {
+  totalCount: {
+    get(this: TenantPool) {
+      return this.toJSON().checkedOut
+    },
+  },
+  idleCount: { get: () => 0 },
+  waitingCount: {
+    get(this: TenantPool) {
+      return this.toJSON().waiting
+    },
+  },
+})

@@ -2,16 +2,16 @@
 export type EvictionReason = 'idle' | 'lru' | 'manual' | 'rotation' | 'close'
 
 export interface RegistryEvents {
-  'pool:create': { service: string; orgId: string }
-  'pool:evict': { service: string; orgId: string; reason: EvictionReason }
-  'pool:end': { service: string; orgId: string; forced: boolean }
+  /** A physical pool (one connection target, shared by its tenants) was created. */
+  'pool:create': { pool: string; server: string }
+  'pool:evict': { pool: string; reason: EvictionReason }
+  'pool:end': { pool: string; forced: boolean }
   'secret:fetch': { secretName: string; outcome: 'ok' | 'not_found' | 'error' | 'format_error'; durationMs: number }
   'secret:error': { secretName: string; code: string; transient: boolean }
   'secret:stale': { secretName: string }
-  /** A connection died (restart, failover, `pg_terminate_backend`); pg removes it and the next query reconnects. */
+  /** A connection died (restart, failover, `pg_terminate_backend`); it is dropped and the next checkout opens another. */
   'connection:error': {
-    service: string
-    orgId: string
+    pool: string
     phase: 'idle' | 'checked-out'
     message: string
     sqlState: string | undefined

@@ -1,10 +1,12 @@
-import type { PoolConfig } from 'pg'
+import type { ClientConfig, PoolConfig } from 'pg'
 import type { Clock } from '../clock.js'
 import { systemClock } from '../clock.js'
 import { InvalidOptionsError } from '../hyperconn-error.js'
 import type { Logger } from './registry-logger.js'
 import { silentLogger } from './registry-logger.js'
 import type { SecretSource } from '../secrets/secret-source.js'
+import { settingNameProblem } from '../pools/tenant-settings.js'
+import type { PoolSizing } from '../pools/target-pool.js'
 import { TENANT_ID_PATTERN } from '../tenant-validation.js'
 
 /** pg pool options; where to connect always comes from the tenant's secret, never from here. */
@@ -14,9 +16,14 @@ export type TenantPoolOptions = Omit<
 >
 
 export interface EvictionOptions {
-  /** Most pools kept at once; the least recently used idle pool is evicted to make room. Default 200. */
+  /**
+   * Most physical pools (one per connection target) kept at once; the least recently used unused pool
+   * is ended to make room, and when every pool is in use callers wait their turn. Default 200.
+   */
   maxPools?: number
-  /** A pool with no checked-out client for this long is ended. Default 300 000 (5 min). */
+  /** Most cached tenant bindings (a tenant's secret version, target and settings). Default 20 000. */
+  maxTenants?: number
+  /** A pool with no checked-out connection, or a tenant binding unused, for this long is dropped. Default 300 000 (5 min). */
   idleTtlMs?: number
   /** How often the background sweeper looks for idle pools (the timer is unref'd). Default 30 000. */
   sweepIntervalMs?: number
@@ -37,19 +44,72 @@ export interface SecretCacheOptions {
   errorBackoffMs?: number
 }
 
+/**
+ * How a service keeps tenants apart on a shared connection:
+ * - `'database'` (default): each tenant's URL names its own database (or server); settings come from the URL only;
+ * - `{ schema: (orgId) => name }`: `search_path` is set to that schema;
+ * - `{ rls: 'app.tenant_id', value?: (orgId) => string }`: that setting is set to the org id (or `value(orgId)`)
+ *   for row-level-security policies such as `USING (tenant_id = current_setting('app.tenant_id', true))`.
+ */
+export type IsolationOption =
+  | 'database'
+  | { readonly schema: (orgId: string) => string }
+  | { readonly rls: string; readonly value?: (orgId: string) => string }
+
+export interface ServiceOptions {
+  isolation?: IsolationOption
+  /** Session settings per tenant (e.g. `{ statement_timeout: '5s' }`), applied like the isolation's. */
+  tenantSettings?: (orgId: string) => Readonly<Record<string, string | number | boolean>>
+}
+
+export interface ConnectionOptions {
+  /**
+   * The most connections this registry opens to one server (host:port), across all pools and services,
+   * connections of draining pools included. `'auto'` (default) = floor(0.8 × (max_connections −
+   * superuser_reserved_connections − reserved_connections) / instances), read on first contact.
+   */
+  max?: number | 'auto'
+  /** How many app instances share each server's connections (divides 'auto'). Default 1. */
+  instances?: number
+  /** The most connections one tenant holds at once. Default 10. */
+  perTenant?: number
+  /** How long a caller waits in the fair queue before `PoolSaturatedError`. Default 10 000. */
+  acquireTimeoutMs?: number
+}
+
+export type ResolvedIsolation =
+  | { readonly kind: 'database' }
+  | { readonly kind: 'schema'; readonly schema: (orgId: string) => string }
+  | { readonly kind: 'rls'; readonly setting: string; readonly value: ((orgId: string) => string) | undefined }
+
+export interface ResolvedService {
+  readonly name: string
+  readonly isolation: ResolvedIsolation
+  readonly tenantSettings: ((orgId: string) => Readonly<Record<string, unknown>>) | undefined
+}
+
 export interface RegistryOptions {
   /** Prefix of the default secret name `${project}-${orgId}`. Required unless `secretName` is given. */
   project?: string
-  /** Allow-list of service names; any other service is rejected with `UnknownServiceError`. */
-  services: readonly string[]
+  /**
+   * The services: a list of names (each with `isolation: 'database'`), or an object of per-service options.
+   * Any other service name is rejected with `UnknownServiceError`.
+   */
+  services: readonly string[] | Readonly<Record<string, ServiceOptions>>
   /** Where secrets come from: `awsSecretsManager()`, `staticSecrets()`, `fileSecrets()` or your own. */
   secrets: SecretSource
   /** Secret name for an org. Default `${project}-${orgId}`. */
   secretName?: (orgId: string) => string
   /** Key inside the secret JSON for a service. Default `${service}-postgresql`. */
   secretKey?: (service: string) => string
-  /** Passed to every `pg.Pool`. Connection target and credentials come from the secret only. */
+  /**
+   * Each physical pool: `max` connections (default 10), `idleTimeoutMillis`, `maxLifetimeSeconds`,
+   * `maxUses`, and pg client options (timeouts, keepAlive, ssl, ...). The target and credentials come
+   * from the tenant's secret only.
+   */
   pool?: TenantPoolOptions
+  /** The connection budget per server and the fair queue. */
+  connections?: ConnectionOptions
   eviction?: EvictionOptions
   secretCache?: SecretCacheOptions
   /** Anything with debug/info/warn/error (pino, console). Silent by default; never one line per query. */
@@ -61,29 +121,43 @@ export interface RegistryOptions {
 export interface ResolvedOptions {
   readonly project: string | undefined
   readonly services: readonly string[]
-  readonly serviceSet: ReadonlySet<string>
+  readonly serviceConfig: ReadonlyMap<string, ResolvedService>
   readonly secrets: SecretSource
   readonly secretName: (orgId: string) => string
   readonly secretKey: (service: string) => string
-  readonly pool: Readonly<TenantPoolOptions>
+  /** pg client options shared by every connection (startup parameters, timeouts, TLS defaults). */
+  readonly client: Readonly<ClientConfig>
+  readonly sizing: PoolSizing
+  readonly connections: Readonly<Required<ConnectionOptions>>
   readonly eviction: Readonly<Required<EvictionOptions>>
   readonly secretCache: Readonly<Required<SecretCacheOptions>>
   readonly logger: Logger
   readonly clock: Clock
 }
 
-const POOL_DEFAULTS: TenantPoolOptions = Object.freeze({
-  max: 10,
-  idleTimeoutMillis: 30_000,
+const CLIENT_DEFAULTS: ClientConfig = Object.freeze({
   // pg waits forever by default; a dead host must fail a request, not hang it.
   connectionTimeoutMillis: 10_000,
   keepAlive: true,
+  application_name: 'hyperconn',
 })
 
 const KNOWN_KEYS = new Set([
-  'project', 'services', 'secrets', 'secretName', 'secretKey', 'pool', 'eviction', 'secretCache', 'logger', 'clock',
+  'project', 'services', 'secrets', 'secretName', 'secretKey', 'pool', 'connections', 'eviction', 'secretCache', 'logger', 'clock',
 ])
 const FORBIDDEN_POOL_KEYS = ['connectionString', 'host', 'port', 'user', 'password', 'database', 'Client']
+// pg.Pool options the shared pools do not implement, each with what to use instead.
+const UNSUPPORTED_POOL_KEYS: Readonly<Record<string, string>> = {
+  min: 'connections are opened on demand; use registry.warm(orgIds, { connections }) to open some ahead of traffic',
+  allowExitOnIdle: 'idle timers are unref\'d already; call registry.close() to end connections',
+  verify: 'not supported',
+  onConnect: 'not supported; per-tenant settings belong in services.<name>.tenantSettings',
+  log: 'use the registry logger option',
+  Promise: 'native promises are used',
+  options: 'startup options are per tenant: put -c settings in the tenant URL or in services.<name>.tenantSettings',
+}
+const POOL_SIZING_KEYS = ['max', 'idleTimeoutMillis', 'maxLifetimeSeconds', 'maxUses']
+const SERVICE_KEYS = new Set(['isolation', 'tenantSettings'])
 
 function fail(message: string): never {
   throw new InvalidOptionsError(`createRegistry: ${message}`)
@@ -124,13 +198,8 @@ export function resolveOptions(input: RegistryOptions): ResolvedOptions {
     if (!KNOWN_KEYS.has(key)) fail(`unknown option "${key}"`)
   }
 
-  const services = options.services
-  if (!Array.isArray(services) || services.length === 0) fail('services must be a non-empty array of service names')
-  for (const service of services) {
-    if (typeof service !== 'string' || !TENANT_ID_PATTERN.test(service))
-      fail('every service name must be 1-64 characters of [A-Za-z0-9_-], starting with a letter or digit')
-  }
-  if (new Set(services).size !== services.length) fail('services contains duplicates')
+  const serviceConfig = resolveServices(options.services)
+  const services = [...serviceConfig.keys()]
 
   const secrets = options.secrets
   if (!isObject(secrets) || typeof secrets.get !== 'function')
@@ -147,7 +216,30 @@ export function resolveOptions(input: RegistryOptions): ResolvedOptions {
   for (const key of FORBIDDEN_POOL_KEYS) {
     if (key in pool) fail(`pool.${key} is not allowed: each tenant's connection target and credentials come from its secret`)
   }
-  if (pool.max !== undefined) number('pool', pool, 'max', 10, 1)
+  for (const [key, fix] of Object.entries(UNSUPPORTED_POOL_KEYS)) {
+    if (key in pool) fail(`pool.${key} is not supported: ${fix}`)
+  }
+  const sizing: PoolSizing = Object.freeze({
+    max: number('pool', pool, 'max', 10, 1),
+    idleTimeoutMillis: number('pool', pool, 'idleTimeoutMillis', 30_000, 0),
+    maxLifetimeSeconds: number('pool', pool, 'maxLifetimeSeconds', 0, 0),
+    maxUses: number('pool', pool, 'maxUses', 0, 0),
+  })
+  const client: Record<string, unknown> = { ...CLIENT_DEFAULTS }
+  for (const [key, value] of Object.entries(pool)) if (!POOL_SIZING_KEYS.includes(key)) client[key] = value
+
+  const connections = section(options, 'connections')
+  for (const key of Object.keys(connections)) {
+    if (!['max', 'instances', 'perTenant', 'acquireTimeoutMs'].includes(key)) fail(`unknown option connections.${key}`)
+  }
+  const max: number | 'auto' =
+    connections.max === undefined || connections.max === 'auto' ? 'auto' : number('connections', connections, 'max', 0, 1)
+  const resolvedConnections = {
+    max,
+    instances: number('connections', connections, 'instances', 1, 1),
+    perTenant: number('connections', connections, 'perTenant', 10, 1),
+    acquireTimeoutMs: number('connections', connections, 'acquireTimeoutMs', 10_000, 0),
+  }
 
   const eviction = section(options, 'eviction')
   const secretCache = section(options, 'secretCache')
@@ -157,6 +249,7 @@ export function resolveOptions(input: RegistryOptions): ResolvedOptions {
 
   const resolvedEviction = {
     maxPools: number('eviction', eviction, 'maxPools', 200, 1),
+    maxTenants: number('eviction', eviction, 'maxTenants', 20_000, 1),
     idleTtlMs: number('eviction', eviction, 'idleTtlMs', 300_000, 0),
     sweepIntervalMs: number('eviction', eviction, 'sweepIntervalMs', 30_000, 10),
   }
@@ -165,7 +258,7 @@ export function resolveOptions(input: RegistryOptions): ResolvedOptions {
     jitter: number('secretCache', secretCache, 'jitter', 0.1, 0, false, 1),
     staleIfErrorMs: number('secretCache', secretCache, 'staleIfErrorMs', 3_600_000, 0),
     notFoundTtlMs: number('secretCache', secretCache, 'notFoundTtlMs', 30_000, 0),
-    maxEntries: number('secretCache', secretCache, 'maxEntries', 10_000, 1),
+    maxEntries: number('secretCache', secretCache, 'maxEntries', 20_000, 1),
     errorBackoffMs: number('secretCache', secretCache, 'errorBackoffMs', 1_000, 0),
   }
 
@@ -175,15 +268,70 @@ export function resolveOptions(input: RegistryOptions): ResolvedOptions {
 
   return Object.freeze({
     project: project,
-    services: Object.freeze([...(services as string[])]),
-    serviceSet: new Set(services as string[]),
+    services: Object.freeze(services),
+    serviceConfig,
     secrets: secrets as unknown as SecretSource,
     secretName,
     secretKey,
-    pool: Object.freeze({ ...POOL_DEFAULTS, ...(pool as TenantPoolOptions) }),
+    client: Object.freeze(client as ClientConfig),
+    sizing,
+    connections: Object.freeze(resolvedConnections),
     eviction: Object.freeze(resolvedEviction),
     secretCache: Object.freeze(resolvedSecretCache),
     logger: (logger as Logger | undefined) ?? silentLogger,
     clock: (options.clock as Clock | undefined) ?? systemClock,
   })
+}
+
+function resolveServices(input: unknown): ReadonlyMap<string, ResolvedService> {
+  const entries: [string, unknown][] = Array.isArray(input)
+    ? input.map((name) => [name as string, {}])
+    : isObject(input)
+      ? Object.entries(input)
+      : fail('services must be a non-empty array of service names, or an object of per-service options')
+  if (entries.length === 0) fail('services must name at least one service')
+  const out = new Map<string, ResolvedService>()
+  for (const [name, value] of entries) {
+    if (typeof name !== 'string' || !TENANT_ID_PATTERN.test(name))
+      fail('every service name must be 1-64 characters of [A-Za-z0-9_-], starting with a letter or digit')
+    if (out.has(name)) fail('services contains duplicates')
+    if (!isObject(value)) fail(`services.${name} must be an object of service options`)
+    for (const key of Object.keys(value)) {
+      if (!SERVICE_KEYS.has(key)) fail(`unknown option services.${name}.${key} (known: ${[...SERVICE_KEYS].join(', ')})`)
+    }
+    const tenantSettings = value.tenantSettings
+    if (tenantSettings !== undefined && typeof tenantSettings !== 'function')
+      fail(`services.${name}.tenantSettings must be a function (orgId) => ({ name: value })`)
+    out.set(
+      name,
+      Object.freeze({
+        name,
+        isolation: resolveIsolation(name, value.isolation),
+        tenantSettings: tenantSettings as ResolvedService['tenantSettings'],
+      }),
+    )
+  }
+  return out
+}
+
+function resolveIsolation(service: string, isolation: unknown): ResolvedIsolation {
+  if (isolation === undefined || isolation === 'database') return Object.freeze({ kind: 'database' })
+  const where = `services.${service}.isolation`
+  if (!isObject(isolation)) fail(`${where} must be 'database', { schema: (orgId) => name } or { rls: 'app.tenant_id' }`)
+  if ('schema' in isolation) {
+    if (Object.keys(isolation).length !== 1 || typeof isolation.schema !== 'function')
+      fail(`${where} must be { schema: (orgId) => schemaName } and nothing else`)
+    return Object.freeze({ kind: 'schema', schema: isolation.schema as (orgId: string) => string })
+  }
+  if ('rls' in isolation) {
+    for (const key of Object.keys(isolation)) if (key !== 'rls' && key !== 'value') fail(`unknown option ${where}.${key}`)
+    const problem = settingNameProblem(isolation.rls)
+    if (problem !== undefined) fail(`${where}.rls: ${problem}`)
+    const setting = (isolation.rls as string).toLowerCase()
+    if (!setting.includes('.'))
+      fail(`${where}.rls must be a custom setting name with a dot, such as "app.tenant_id" (PostgreSQL only accepts unknown settings in that form)`)
+    if (isolation.value !== undefined && typeof isolation.value !== 'function') fail(`${where}.value must be a function (orgId) => string`)
+    return Object.freeze({ kind: 'rls', setting, value: isolation.value as ((orgId: string) => string) | undefined })
+  }
+  return fail(`${where} must be 'database', { schema: (orgId) => name } or { rls: 'app.tenant_id' }`)
 }

@@ -1,122 +1,170 @@
 import { inspect } from 'node:util'
-import type { PoolClient, PoolConfig } from 'pg'
-import { parse as parseConnectionString } from 'pg-connection-string'
-import {
-  ConnectionError,
-  HyperconnError,
-  InvalidOptionsError,
-  RegistryClosedError,
-  SecretSourceError,
-  UnknownServiceError,
-} from '../hyperconn-error.js'
-import type { PoolEntry } from '../pools/pool-cache.js'
-import { PoolCache } from '../pools/pool-cache.js'
+import type { QueryConfig } from 'pg'
+import { InstanceCache } from '../adapter/instance-cache.js'
+import { InvalidOptionsError, RegistryClosedError, SecretSourceError, UnknownServiceError } from '../hyperconn-error.js'
 import { sqlStateOf } from '../pg-error.js'
+import { LeasePoint } from '../pools/lease-point.js'
+import type { TargetPool } from '../pools/target-pool.js'
+import { TargetPoolCache } from '../pools/target-pool-cache.js'
+import { TenantBindingCache } from '../pools/tenant-binding-cache.js'
+import { TenantPool } from '../pools/tenant-pool.js'
+import { SecretCache } from '../secrets/secret-cache.js'
+import type { SecretCacheStats } from '../secrets/secret-cache.js'
+import { redactText } from '../secrets/secret-redaction.js'
+import type { Tenant, TenantKey, TenantPoolAccess } from '../tenant-types.js'
+import { assertValidId } from '../tenant-validation.js'
+import { createTenantHandle } from '../transactions/tenant-handle.js'
 import type { EvictionReason, RegistryEventName, RegistryListener } from './registry-events.js'
 import { RegistryEventEmitter } from './registry-events.js'
 import type { RegistryOptions, ResolvedOptions } from './registry-options.js'
 import { resolveOptions } from './registry-options.js'
-import type { SecretBundle } from '../secrets/secret-bundle.js'
-import { SecretCache } from '../secrets/secret-cache.js'
-import type { SecretCacheStats } from '../secrets/secret-cache.js'
-import { describeConnectionString, redactText } from '../secrets/secret-redaction.js'
-import { createTenantHandle } from '../transactions/tenant-handle.js'
-import { TenantPool } from '../pools/tenant-pool.js'
-import type { PoolLease, Tenant, TenantKey, TenantPoolAccess } from '../tenant-types.js'
-import { assertValidId } from '../tenant-validation.js'
 
+/** A tenant holding or waiting for connections right now. */
 export interface TenantPoolStats {
   service: string
   orgId: string
-  totalCount: number
-  idleCount: number
-  waitingCount: number
   checkedOut: number
-  lastUsedAt: number
+  waiting: number
+}
+
+/** One physical pool (a connection target shared by every tenant that connects to it). */
+export interface PhysicalPoolStats {
+  /** `host:port/database@user` (`#n` appended when two targets share it): no secret. */
+  name: string
+  server: string
+  total: number
+  idle: number
+  checkedOut: number
+  opening: number
+  draining: boolean
+}
+
+/** The connection budget of one server. */
+export interface ServerStats {
+  server: string
+  /** `connections.max`, or null while 'auto' has not been read yet. */
+  max: number | null
+  open: number
+  /** Most connections open at once so far. */
+  peak: number
+  waiting: number
 }
 
 /** Plain JSON: safe to log or serve; contains no secret. */
 export interface RegistryStats {
   closed: boolean
-  pools: { count: number; max: number; pending: number; draining: number; created: number }
+  pools: { count: number; max: number; draining: number; created: number; list: PhysicalPoolStats[] }
+  tenants: { cached: number; max: number; resolving: number; active: TenantPoolStats[] }
+  servers: ServerStats[]
   connections: { total: number; idle: number; waiting: number; checkedOut: number }
   evictions: Record<EvictionReason, number> & { total: number }
   connectionErrors: number
   secretCache: SecretCacheStats
-  tenants: TenantPoolStats[]
 }
 
 export interface CloseOptions {
-  /** How long to wait for checked-out clients before closing their connections. Default 10 000. */
+  /** How long to wait for checked-out connections before closing them. Default 10 000. */
   timeoutMs?: number
 }
 
-// SQLSTATEs that mean "the password in our secret is stale": refresh the secret once and retry.
-const AUTH_FAILURES = new Set(['28P01', '28000'])
-const AUTH_REFRESH_INTERVAL_MS = 30_000
+export interface WarmOptions {
+  service?: string
+  /** Also make sure each physical pool these tenants use holds at least this many open connections. */
+  connections?: number
+}
 
+/**
+ * The facade users hold. It wires the pieces and forwards: secrets (`SecretCache`), tenant bindings
+ * (`TenantBindingCache`), physical pools (`TargetPoolCache`) and the one lease point every connection
+ * passes through (`LeasePoint`). It holds no pool or connection state of its own.
+ */
 export class Registry implements AsyncDisposable {
   readonly #options: ResolvedOptions
   readonly #events: RegistryEventEmitter
   readonly #secrets: SecretCache
-  readonly #pools: PoolCache
+  readonly #bindings: TenantBindingCache
+  readonly #pools: TargetPoolCache
+  readonly #leases: LeasePoint
   readonly #access: TenantPoolAccess
-  readonly #lastAuthRefresh = new Map<string, number>()
-  // Kept off the entry object so no inspect or stats path can ever reach it.
-  readonly #passwords = new WeakMap<PoolEntry, string>()
+  readonly #facades = new Map<string, InstanceCache<TenantPool>>()
+  readonly #sweeper: ReturnType<ResolvedOptions['clock']['setInterval']>
   #closing: Promise<void> | undefined
   #connectionErrors = 0
 
   constructor(input: RegistryOptions) {
     const options = resolveOptions(input)
     this.#options = options
+    const { clock, logger } = options
     this.#events = new RegistryEventEmitter((error, event) =>
-      options.logger.error({ event, err: describeError(error) }, 'hyperconn: an event listener threw'),
+      logger.error({ event, err: describeError(error) }, 'hyperconn: an event listener threw'),
     )
-    this.#secrets = new SecretCache(options.secrets, options.secretCache, options.clock, {
+    this.#secrets = new SecretCache(options.secrets, options.secretCache, clock, {
       onFetch: (secretName, outcome, durationMs) => {
         this.#events.emit('secret:fetch', { secretName, outcome, durationMs })
-        options.logger.debug({ secretName, outcome, durationMs }, 'hyperconn: secret fetched')
+        logger.debug({ secretName, outcome, durationMs }, 'hyperconn: secret fetched')
       },
       onStale: (secretName, error) => {
         this.#events.emit('secret:stale', { secretName })
-        options.logger.warn({ secretName, code: error.sourceCode }, 'hyperconn: serving a stale secret')
+        logger.warn({ secretName, code: error.sourceCode }, 'hyperconn: serving a stale secret')
       },
     })
-    this.#pools = new PoolCache(options.eviction, options.clock, {
-      create: (key) => this.#createEntry(key),
-      onCreated: (entry) => {
-        this.#events.emit('pool:create', { service: entry.key.service, orgId: entry.key.orgId })
-        options.logger.debug({ service: entry.key.service, orgId: entry.key.orgId, target: entry.target }, 'hyperconn: pool created')
+    this.#bindings = new TenantBindingCache(
+      { maxTenants: options.eviction.maxTenants, idleTtlMs: options.eviction.idleTtlMs },
+      {
+        secrets: this.#secrets,
+        secretName: options.secretName,
+        secretKey: options.secretKey,
+        service: (name) => options.serviceConfig.get(name) as NonNullable<ReturnType<typeof options.serviceConfig.get>>,
+        clientBase: options.client,
+        onError: (secretName, error) =>
+          this.#events.emit('secret:error', {
+            secretName,
+            code: error.code,
+            transient: error instanceof SecretSourceError && error.transient,
+          }),
       },
-      onSweep: (entry) => {
-        // refresh-ahead: a rotated secret reaches busy pools too, at most one fetch per secret per TTL
-        if (!this.#secrets.isFresh(entry.secretName)) this.#refreshSecret(entry)
+      clock,
+    )
+    this.#pools = new TargetPoolCache(
+      { maxPools: options.eviction.maxPools, idleTtlMs: options.eviction.idleTtlMs },
+      options.sizing,
+      clock,
+      {
+        created: (pool) => {
+          this.#events.emit('pool:create', { pool: pool.name, server: pool.target.server })
+          logger.debug({ pool: pool.name }, 'hyperconn: pool created')
+        },
+        evicted: (pool, reason) => {
+          this.#events.emit('pool:evict', { pool: pool.name, reason })
+          logger.debug({ pool: pool.name, reason }, 'hyperconn: pool evicted')
+        },
+        ended: (pool, forced) => this.#events.emit('pool:end', { pool: pool.name, forced }),
       },
-      onEvict: (entry, reason) => {
-        this.#events.emit('pool:evict', { service: entry.key.service, orgId: entry.key.orgId, reason })
-        options.logger.debug({ service: entry.key.service, orgId: entry.key.orgId, reason }, 'hyperconn: pool evicted')
-      },
-      onEnd: (entry, forced) => this.#reportEnd(entry, forced),
-    })
+      (pool, error, phase) => this.#reportConnectionError(pool, error, phase),
+    )
+    this.#leases = new LeasePoint(this.#bindings, this.#pools, this.#secrets, options.connections, clock, logger)
     this.#access = Object.freeze({
-      acquire: (key: TenantKey) => this.#acquire(key),
-      pool: (key: TenantKey) => this.#entry(key).then((entry) => entry.pool),
+      acquire: (key: TenantKey) => this.#leases.acquire(key),
+      pool: (key: TenantKey) => Promise.resolve(this.#facade(key)),
       assertOpen: () => this.#assertOpen(),
-      redactError: (key: TenantKey, error: unknown) => this.#redactQueryError(key, error),
     })
-    this.#pools.startSweeper()
+    this.#sweeper = clock.setInterval(() => {
+      this.#pools.sweep()
+      this.#bindings.sweep()
+    }, options.eviction.sweepIntervalMs)
+    this.#sweeper.unref?.()
   }
 
-  /** The tenant's pool: cached, created once for concurrent callers, never ended under a caller. */
-  getPool(service: string, orgId: string): Promise<TenantPool> {
-    const entry = this.#pools.peek(service, orgId)
-    if (entry !== undefined && this.#closing === undefined) return entry.resolved
-    return this.#getPoolSlow(service, orgId)
-  }
-
-  async #getPoolSlow(service: string, orgId: string): Promise<TenantPool> {
-    return (await this.#entry(this.#key(service, orgId))).pool
+  /**
+   * The tenant's `pg.Pool`: bound to the tenant, owning no connections. Its `query` and `connect` go
+   * through the lease point like every other path; `end()` is a no-op. Resolves once the tenant's
+   * secret is known (so a bad tenant fails here), always with the same object for the same tenant.
+   */
+  async getPool(service: string, orgId: string): Promise<TenantPool> {
+    const key = this.#key(service, orgId)
+    const binding = this.#bindings.get(key)
+    if (binding instanceof Promise) await binding
+    return this.#facade(key)
   }
 
   /** Alias of `getPool`, for hyperconn-pg users. */
@@ -132,21 +180,51 @@ export class Registry implements AsyncDisposable {
     return createTenantHandle(this.#access, this.#key(resolved, orgId))
   }
 
-  /** Resolve secrets and create pools ahead of traffic. Rejects with the first failure after trying all. */
-  async warm(orgIds: readonly string[], service?: string): Promise<void> {
+  /**
+   * Resolve secrets (and with `connections`, open connections) ahead of traffic. Rejects with the first
+   * failure after trying all.
+   */
+  async warm(orgIds: readonly string[], serviceOrOptions?: string | WarmOptions): Promise<void> {
     if (!Array.isArray(orgIds)) throw new InvalidOptionsError('warm(orgIds, service?): orgIds must be an array of org ids.')
-    const services = service === undefined ? this.#options.services : [service]
+    const options: WarmOptions = typeof serviceOrOptions === 'string' ? { service: serviceOrOptions } : (serviceOrOptions ?? {})
+    const want = options.connections ?? 0
+    if (!Number.isSafeInteger(want) || want < 0) throw new InvalidOptionsError('warm(orgIds, { connections }): connections must be a whole number >= 0.')
+    const services = options.service === undefined ? this.#options.services : [options.service]
     const keys = orgIds.flatMap((orgId) => services.map((s) => this.#key(s, orgId)))
-    const results = await Promise.allSettled(keys.map((key) => this.#entry(key)))
+    const results = await Promise.allSettled(
+      keys.map(async (key) => {
+        const binding = this.#bindings.get(key)
+        return binding instanceof Promise ? await binding : binding
+      }),
+    )
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed) throw failed.reason
+    if (want === 0) return
+    // One tenant per physical pool opens `want` connections at once and gives them back idle.
+    const byTarget = new Map<string, TenantKey>()
+    for (const r of results) if (r.status === 'fulfilled') byTarget.set(r.value.target.identity, r.value.key)
+    await Promise.all(
+      [...byTarget.values()].map(async (key) => {
+        const leases = await Promise.all(Array.from({ length: want }, () => this.#leases.acquire(key)))
+        await Promise.allSettled(leases.map((lease) => lease.prepare()))
+        for (const lease of leases) lease.release()
+      }),
+    )
   }
 
-  /** Drain and drop one cached pool; resolves when it has ended. The next call creates a fresh pool. */
+  /**
+   * Forget one tenant's binding (its secret is read again on next use) and, if no other cached tenant
+   * uses its physical pool, drain and end that pool. Resolves when it has ended.
+   */
   async evict(service: string, orgId: string): Promise<void> {
     const key = this.#key(service, orgId)
-    const entry = this.#pools.peek(key.service, key.orgId)
-    if (entry) await this.#pools.retire(entry, 'manual')
+    const binding = this.#bindings.delete(key)
+    if (binding === undefined) return
+    this.#facades.get(service)?.clear()
+    const pool = this.#pools.get(binding.target)
+    if (pool === undefined) return
+    const shared = this.#bindings.bindings().some((other) => other.target.identity === binding.target.identity)
+    if (!shared) await this.#pools.retire(pool, 'manual')
   }
 
   /** Subscribe to a typed event; returns an unsubscribe function. */
@@ -159,47 +237,54 @@ export class Registry implements AsyncDisposable {
   }
 
   stats(): RegistryStats {
-    const tenants: TenantPoolStats[] = []
+    const list: PhysicalPoolStats[] = []
     const connections = { total: 0, idle: 0, waiting: 0, checkedOut: 0 }
-    for (const entry of this.#pools.entries()) {
-      const pool = entry.pool
-      tenants.push({
-        service: entry.key.service,
-        orgId: entry.key.orgId,
-        totalCount: pool.totalCount,
-        idleCount: pool.idleCount,
-        waitingCount: pool.waitingCount,
-        checkedOut: entry.checkedOut.size,
-        lastUsedAt: entry.lastUsedAt,
+    const add = (pool: TargetPool, draining: boolean): void => {
+      list.push({
+        name: pool.name,
+        server: pool.target.server,
+        total: pool.size,
+        idle: pool.idleCount,
+        checkedOut: pool.checkedOut,
+        opening: pool.opening,
+        draining,
       })
+      connections.total += pool.size
+      connections.idle += pool.idleCount
+      connections.checkedOut += pool.checkedOut
     }
-    for (const entry of [...this.#pools.entries(), ...this.#pools.retiring()]) {
-      connections.total += entry.pool.totalCount
-      connections.idle += entry.pool.idleCount
-      connections.waiting += entry.pool.waitingCount
-      connections.checkedOut += entry.checkedOut.size
-    }
+    for (const pool of this.#pools.pools()) add(pool, false)
+    for (const pool of this.#pools.draining()) add(pool, true)
+    const servers = this.#leases.servers().map((s) => ({ ...s, max: s.max ?? null }))
+    for (const s of servers) connections.waiting += s.waiting
     const evictions = this.#pools.evictions
     return {
       closed: this.#closing !== undefined,
       pools: {
         count: this.#pools.size,
         max: this.#options.eviction.maxPools,
-        pending: this.#pools.pendingCount,
-        draining: this.#pools.retiring().length,
+        draining: this.#pools.draining().length,
         created: this.#pools.created,
+        list,
       },
+      tenants: {
+        cached: this.#bindings.size,
+        max: this.#options.eviction.maxTenants,
+        resolving: this.#bindings.resolving,
+        active: this.#leases.activeTenants(),
+      },
+      servers,
       connections,
       evictions: { ...evictions, total: Object.values(evictions).reduce((a, b) => a + b, 0) },
       connectionErrors: this.#connectionErrors,
       secretCache: this.#secrets.stats(),
-      tenants,
     }
   }
 
   /**
-   * Stop the sweeper, reject new work with `RegistryClosedError`, drain every pool and end it. Clients
-   * still checked out at the deadline have their connections closed; the promise resolves by then.
+   * Stop the sweeper, reject new work and waiting callers with `RegistryClosedError`, wait for
+   * checked-out connections, then end every pool. Connections still checked out at the deadline are
+   * closed (their holders' next statement rejects with `RegistryClosedError`); the promise resolves by then.
    */
   close(options: CloseOptions = {}): Promise<void> {
     const timeoutMs = options.timeoutMs ?? 10_000
@@ -219,36 +304,31 @@ export class Registry implements AsyncDisposable {
 
   [inspect.custom](): string {
     const s = this.stats()
-    return `Registry { services: ${inspect(this.#options.services)}, pools: ${s.pools.count}, closed: ${s.closed} }`
+    return `Registry { services: ${inspect(this.#options.services)}, pools: ${s.pools.count}, tenants: ${s.tenants.cached}, closed: ${s.closed} }`
   }
 
   async #close(timeoutMs: number): Promise<void> {
     const { clock } = this.#options
-    this.#pools.stopSweeper()
+    clock.clearInterval(this.#sweeper)
     let timer: ReturnType<typeof clock.setTimeout> | undefined
     const deadline = new Promise<'timeout'>((resolve) => {
       timer = clock.setTimeout(() => resolve('timeout'), timeoutMs)
     })
-    const drained = (async () => {
-      await this.#pools.settlePending()
-      await Promise.all(this.#pools.entries().map((entry) => this.#pools.retire(entry, 'close')))
-      await Promise.all(this.#pools.retiring().map((entry) => entry.ended ?? Promise.resolve()))
-    })()
-    const outcome = await Promise.race([drained.then(() => 'drained' as const), deadline])
+    const released = this.#leases.close().then(() => 'released' as const)
+    const outcome = await Promise.race([released, deadline])
     if (timer) clock.clearTimeout(timer)
     if (outcome === 'timeout') {
-      for (const entry of [...this.#pools.entries(), ...this.#pools.retiring()]) {
-        this.#options.logger.warn(
-          { service: entry.key.service, orgId: entry.key.orgId, checkedOut: entry.checkedOut.size },
-          'hyperconn: closing connections still checked out at the close deadline',
-        )
-        for (const client of entry.checkedOut) void client.end().catch(() => {})
-        // ends idle clients now; waiters still queued fail at connectionTimeoutMillis
-        void entry.pool.shutdown().catch(() => {})
-        this.#reportEnd(entry, true)
-        this.#pools.forget(entry)
-      }
+      this.#options.logger.warn(
+        { checkedOut: this.#leases.checkedOut },
+        'hyperconn: closing connections still checked out at the close deadline',
+      )
+      this.#pools.forceCloseAll()
+    } else {
+      await Promise.all(this.#pools.pools().map((pool) => this.#pools.retire(pool, 'close')))
+      this.#pools.forceCloseAll()
     }
+    this.#bindings.clear()
+    this.#facades.clear()
     this.#secrets.clear()
     await this.#options.secrets.close?.()
   }
@@ -261,252 +341,44 @@ export class Registry implements AsyncDisposable {
   #key(service: string, orgId: string): TenantKey {
     this.#assertOpen()
     assertValidId(service, 'service')
-    if (!this.#options.serviceSet.has(service)) throw new UnknownServiceError(service, this.#options.services)
+    if (!this.#options.serviceConfig.has(service)) throw new UnknownServiceError(service, this.#options.services)
     assertValidId(orgId, 'orgId')
     return Object.freeze({ service, orgId })
   }
 
-  async #entry(key: TenantKey): Promise<PoolEntry> {
-    this.#assertOpen()
-    for (;;) {
-      const entry = await this.#pools.get(key)
-      // A retire between the lookup and now (manual evict) sends us to a fresh pool.
-      if (!entry.retired) return entry
-      this.#assertOpen()
-    }
-  }
-
-  async #acquire(key: TenantKey): Promise<PoolLease> {
-    let entry = this.#pools.peek(key.service, key.orgId)
-    if (entry === undefined || entry.retired || this.#closing !== undefined) entry = await this.#entry(key)
-    let client: PoolClient | undefined
-    for (let attempt = 0; client === undefined; attempt++) {
-      const current: PoolEntry = entry
-      current.pendingLeases++
-      try {
-        client = await current.pool.connect()
-      } catch (error) {
-        const sqlState = sqlStateOf(error)
-        if (attempt === 0 && sqlState !== undefined && AUTH_FAILURES.has(sqlState)) {
-          // The password may have been rotated. One caller refetches the secret (only if it is still the
-          // version that failed, and at most once per interval) and rebuilds the pool; every caller that
-          // failed on the old pool retries once on the new one.
-          if (this.#mayRefreshSecret(current.secretName)) {
-            this.#secrets.invalidate(current.secretName, current.fingerprint)
-            void this.#pools.retire(current, 'rotation')
-          }
-          entry = await this.#entry(key)
-          if (entry !== current) continue
-        }
-        throw this.#connectionError(current, error)
-      } finally {
-        current.pendingLeases--
-        current.onMaybeIdle?.()
-      }
-    }
-    let released = false
-    return {
-      client,
-      release: (destroy?: Error | boolean) => {
-        if (released) return
-        released = true
-        // the pool's 'release' listener marks the entry used
-        client.release(destroy)
-      },
-    }
-  }
-
-  #mayRefreshSecret(name: string): boolean {
-    const now = this.#options.clock.now()
-    const last = this.#lastAuthRefresh.get(name)
-    if (last !== undefined && now - last < AUTH_REFRESH_INTERVAL_MS) return false
-    if (this.#lastAuthRefresh.size >= 1_000) {
-      for (const [other, at] of this.#lastAuthRefresh) if (now - at >= AUTH_REFRESH_INTERVAL_MS) this.#lastAuthRefresh.delete(other)
-    }
-    this.#lastAuthRefresh.set(name, now)
-    return true
-  }
-
-  #reportEnd(entry: PoolEntry, forced: boolean): void {
-    if (entry.endReported) return
-    entry.endReported = true
-    this.#events.emit('pool:end', { service: entry.key.service, orgId: entry.key.orgId, forced })
-  }
-
-  #refreshSecret(entry: PoolEntry): void {
-    this.#secrets.get(entry.secretName).then(
-      (bundle) => this.#applySecret(entry, bundle),
-      () => {}, // reported through secret events; the pool keeps its last good credentials
-    )
-  }
-
-  /**
-   * A new version of the tenant's secret: new connections use its password; if it moved the tenant to
-   * another host, port, database or user, the pool is retired and the next caller gets a new one.
-   */
-  #applySecret(entry: PoolEntry, bundle: SecretBundle): void {
-    if (bundle.fingerprint === entry.fingerprint) return
-    let connectionString: string
-    try {
-      connectionString = bundle.connectionString(entry.secretKey)
-    } catch {
-      return // malformed now: keep the last good credentials; getPool reports the format error
-    }
-    entry.fingerprint = bundle.fingerprint
-    const parsed = parseConnectionString(connectionString)
-    this.#passwords.set(entry, parsed.password ?? '')
-    entry.redactions = [...new Set([...credentialsOf(connectionString, parsed.password), ...entry.redactions])].slice(0, 16)
-    if (targetOf(parsed) !== entry.target && !entry.retired) {
-      this.#options.logger.info(
-        { service: entry.key.service, orgId: entry.key.orgId, target: describeConnectionString(connectionString) },
-        'hyperconn: secret now points elsewhere; replacing the pool',
-      )
-      void this.#pools.retire(entry, 'rotation')
-    }
-  }
-
-  async #createEntry(key: TenantKey): Promise<PoolEntry> {
-    const secretName = this.#options.secretName(key.orgId)
-    let bundle: SecretBundle
-    try {
-      bundle = await this.#secrets.get(secretName)
-    } catch (error) {
-      if (error instanceof HyperconnError) {
-        this.#events.emit('secret:error', {
-          secretName,
-          code: error.code,
-          transient: error instanceof SecretSourceError && error.transient,
+  #facade(key: TenantKey): TenantPool {
+    let byOrg = this.#facades.get(key.service)
+    if (byOrg === undefined) {
+      const service = key.service
+      byOrg = new InstanceCache((orgId) => {
+        const tenant: TenantKey = Object.freeze({ service, orgId })
+        return new TenantPool(tenant, {
+          query: async (text: string | QueryConfig, values?: unknown[]) => {
+            const lease = await this.#leases.acquire(tenant)
+            try {
+              return await lease.query(text, values)
+            } catch (error) {
+              throw lease.redact(error)
+            } finally {
+              lease.release()
+            }
+          },
+          lease: () => this.#leases.acquire(tenant),
+          usage: () => this.#leases.usage(tenant),
         })
-      }
-      throw error
+      }, this.#options.eviction.maxTenants)
+      this.#facades.set(key.service, byOrg)
     }
-    const secretKey = this.#options.secretKey(key.service)
-    const connectionString = bundle.connectionString(secretKey)
-    this.#assertOpen()
-    const parsed = parseConnectionString(connectionString)
-    const config: PoolConfig = { ...this.#options.pool }
-    for (const [name, value] of Object.entries(parsed)) {
-      if (value === undefined || value === null || name === 'password') continue
-      ;(config as Record<string, unknown>)[name] = name === 'port' ? Number(value) : value
-    }
-    config.application_name ??= `hyperconn:${key.service}`
-    // Asked on every new physical connection (always after `entry` below exists): uses the cached secret,
-    // even stale, so a slow or failing source never delays a warm tenant, and refreshes it once expired.
-    config.password = () => {
-      const cached = this.#secrets.peek(secretName)
-      if (cached !== undefined) this.#applySecret(entry, cached)
-      if (!this.#secrets.isFresh(secretName)) this.#refreshSecret(entry)
-      return Promise.resolve(this.#passwords.get(entry) ?? '')
-    }
-    const pool = new TenantPool(key, config, () => this.#acquire(key).then((lease) => lease.client))
-    const entry: PoolEntry = {
-      key,
-      pool,
-      resolved: Promise.resolve(pool),
-      redactions: credentialsOf(connectionString, parsed.password),
-      lastUsedAt: this.#options.clock.now(),
-      lastUse: 0,
-      pendingLeases: 0,
-      checkedOut: new Set(),
-      retired: false,
-      ended: undefined,
-      onMaybeIdle: undefined,
-      endReported: false,
-      secretName,
-      secretKey,
-      fingerprint: bundle.fingerprint,
-      target: targetOf(parsed),
-    }
-    this.#passwords.set(entry, parsed.password ?? '')
-    this.#watch(entry)
-    return entry
+    return byOrg.get(key.orgId)
   }
 
-  /** Error listeners on the pool and every client: a dropped connection is reported, never a crash. */
-  #watch(entry: PoolEntry): void {
-    const { pool, key } = entry
-    const report = (error: Error, phase: 'idle' | 'checked-out'): void => {
-      this.#connectionErrors++
-      const sqlState = sqlStateOf(error)
-      const message = redactText(error.message, entry.redactions)
-      this.#events.emit('connection:error', { service: key.service, orgId: key.orgId, phase, message, sqlState })
-      this.#options.logger.warn({ service: key.service, orgId: key.orgId, phase, sqlState, err: message }, 'hyperconn: connection error')
-    }
-    pool.on('error', (error) => report(error, 'idle'))
-    pool.on('connect', (client) => {
-      client.on('error', (error: Error) => {
-        // Idle clients are reported through the pool's own 'error' event above.
-        if (entry.checkedOut.has(client)) report(error, 'checked-out')
-      })
-    })
-    pool.on('acquire', (client) => {
-      entry.checkedOut.add(client)
-    })
-    pool.on('release', (_error, client) => {
-      entry.checkedOut.delete(client)
-      this.#pools.touch(entry)
-      entry.onMaybeIdle?.()
-    })
-    pool.on('remove', () => entry.onMaybeIdle?.())
+  #reportConnectionError(pool: TargetPool, error: Error, phase: 'idle' | 'checked-out'): void {
+    this.#connectionErrors++
+    const sqlState = sqlStateOf(error)
+    const message = redactText(error.message, pool.target.redactions())
+    this.#events.emit('connection:error', { pool: pool.name, phase, message, sqlState })
+    this.#options.logger.warn({ pool: pool.name, phase, sqlState, err: message }, 'hyperconn: connection error')
   }
-
-  #connectionError(entry: PoolEntry, error: unknown): unknown {
-    if (error instanceof HyperconnError) return error
-    const original = error instanceof Error ? error : new Error(String(error))
-    const sqlState = sqlStateOf(original)
-    const message = redactText(original.message, entry.redactions)
-    const cause = new Error(message)
-    if (sqlState) (cause as Error & { code?: string }).code = sqlState
-    return new ConnectionError(
-      `Could not connect to PostgreSQL for service "${entry.key.service}", org "${entry.key.orgId}": ${message}`,
-      sqlState,
-      { cause },
-    )
-  }
-
-  /**
-   * Query errors keep their class, code and fields (users branch on them); only text that contains a
-   * credential of this tenant (current, or of a pool still draining) is masked, in place.
-   */
-  #redactQueryError(key: TenantKey, error: unknown): unknown {
-    if (!(error instanceof Error) || error instanceof HyperconnError) return error
-    const redactions: string[] = [...(this.#pools.find(key.service, key.orgId)?.redactions ?? [])]
-    for (const entry of this.#pools.retiring()) {
-      if (entry.key.service === key.service && entry.key.orgId === key.orgId) redactions.push(...entry.redactions)
-    }
-    const fields = error as unknown as Record<string, unknown>
-    let leaked = false
-    for (const field of REDACTED_FIELDS) {
-      const value = fields[field]
-      if (typeof value !== 'string') continue
-      const clean = redactText(value, redactions)
-      if (clean !== value) {
-        leaked = true
-        fields[field] = clean
-      }
-    }
-    if (leaked && typeof error.stack === 'string') error.stack = redactText(error.stack, redactions)
-    return error
-  }
-}
-
-// pg DatabaseError fields that may echo query text or values
-const REDACTED_FIELDS = ['message', 'detail', 'hint', 'where', 'internalQuery'] as const
-
-/** What must never appear in output: the whole URL and its password (raw and decoded). */
-function credentialsOf(connectionString: string, password: string | null | undefined): string[] {
-  const out = [connectionString]
-  if (password) out.push(password)
-  return out
-}
-
-function targetOf(parsed: {
-  host?: string | null | undefined
-  port?: string | null | undefined
-  database?: string | null | undefined
-  user?: string | null | undefined
-}): string {
-  return `${parsed.host ?? ''}:${parsed.port ?? ''}/${parsed.database ?? ''}@${parsed.user ?? ''}`
 }
 
 function describeError(error: unknown): string {

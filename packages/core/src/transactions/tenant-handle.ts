@@ -1,4 +1,4 @@
-import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg'
+import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import { TransactionClosedError } from '../hyperconn-error.js'
 import { QueryQueue } from './query-queue.js'
 import type { PoolLease, Tenant, TenantConnection, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
@@ -7,10 +7,6 @@ import { runTransaction } from './transaction-runner.js'
 import type { TransactionScope } from './transaction-state.js'
 
 type QueryInput = string | QueryConfig
-
-function processIdOf(client: PoolClient): number | undefined {
-  return (client as unknown as { processID?: number | null }).processID ?? undefined
-}
 
 function released(): TransactionClosedError {
   return new TransactionClosedError('this connection was already released')
@@ -27,9 +23,9 @@ async function autocommitQuery<R extends QueryResultRow>(
   // the process; the query itself rejects and pg-pool drops the unqueryable client on release.
   const lease = await access.acquire(key)
   try {
-    return await lease.client.query<R>(config, values)
+    return await lease.query<R>(config, values)
   } catch (error) {
-    throw access.redactError(key, error)
+    throw lease.redact(error)
   } finally {
     lease.release()
   }
@@ -68,16 +64,12 @@ class TransactionConnection implements TenantConnection {
 
 /** `acquire()` outside a transaction: a leased pooled client, returned (or destroyed) on release. */
 class LeasedConnection implements TenantConnection {
-  readonly #access: TenantPoolAccess
-  readonly #key: TenantKey
   readonly #lease: PoolLease
   // Adapters normally send one query at a time; this keeps pg from ever seeing two anyway.
   readonly #queue = new QueryQueue()
   #released = false
 
-  constructor(access: TenantPoolAccess, key: TenantKey, lease: PoolLease) {
-    this.#access = access
-    this.#key = key
+  constructor(lease: PoolLease) {
     this.#lease = lease
   }
 
@@ -86,7 +78,7 @@ class LeasedConnection implements TenantConnection {
   }
 
   get processID(): number | undefined {
-    return processIdOf(this.#lease.client)
+    return this.#lease.processID
   }
 
   query<R extends QueryResultRow = any>(config: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
@@ -95,9 +87,9 @@ class LeasedConnection implements TenantConnection {
       // A query queued before release() must not reach a client that may already serve someone else.
       if (this.#released) throw released()
       try {
-        return await this.#lease.client.query<R>(config, values)
+        return await this.#lease.query<R>(config, values)
       } catch (error) {
-        throw this.#access.redactError(this.#key, error)
+        throw this.#lease.redact(error)
       }
     })
   }
@@ -116,7 +108,7 @@ async function acquireConnection(access: TenantPoolAccess, key: TenantKey): Prom
     scope.assertActive()
     return new TransactionConnection(scope)
   }
-  return new LeasedConnection(access, key, await access.acquire(key))
+  return new LeasedConnection(await access.acquire(key))
 }
 
 /**

@@ -63,20 +63,18 @@ export class TransactionState {
   readonly key: TenantKey
   readonly root: TransactionScope
   readonly id = nextTransactionId++
-  readonly #access: TenantPoolAccess
   readonly #lease: PoolLease
   #status: TransactionStatus = 'active'
   #broken: Error | undefined
   #released = false
   #isolationLevel: string | undefined
   #readOnly: boolean | undefined
-  // pg-pool removes its idle 'error' listener on checkout; without ours a dead backend crashes the process.
+  // Marks the transaction broken the moment its connection dies, not at the next statement.
   readonly #onClientError = (error: Error): void => {
-    this.#break(this.#access.redactError(this.key, error))
+    this.#break(this.#lease.redact(error))
   }
 
-  private constructor(access: TenantPoolAccess, key: TenantKey, lease: PoolLease, options: TransactionOptions) {
-    this.#access = access
+  private constructor(key: TenantKey, lease: PoolLease, options: TransactionOptions) {
     this.key = key
     this.#lease = lease
     this.#isolationLevel = options.isolationLevel
@@ -84,17 +82,17 @@ export class TransactionState {
     this.root = new TransactionScope(this, undefined)
   }
 
-  /** Leases a client and runs BEGIN; a failed BEGIN destroys the client and rethrows. */
+  /** Leases a client and runs BEGIN (with the tenant's settings); a failed BEGIN destroys the client and rethrows. */
   static async begin(access: TenantPoolAccess, key: TenantKey, options: TransactionOptions): Promise<TransactionState> {
     const lease = await access.acquire(key)
-    const state = new TransactionState(access, key, lease, options)
+    const state = new TransactionState(key, lease, options)
     lease.client.on('error', state.#onClientError)
     let begun = false
     try {
-      await lease.client.query(beginStatement(options))
+      await lease.begin(beginStatement(options))
       begun = true
     } catch (error) {
-      state.#break(access.redactError(key, error))
+      state.#break(lease.redact(error))
       throw state.closedError()
     } finally {
       if (!begun) state.#release()
@@ -115,7 +113,7 @@ export class TransactionState {
   }
 
   get processID(): number | undefined {
-    return (this.#lease.client as unknown as { processID?: number | null }).processID ?? undefined
+    return this.#lease.processID
   }
 
   /** Queued statements may still start: the callback is running, or it returned and COMMIT is pending. */
@@ -132,13 +130,13 @@ export class TransactionState {
   }
 
   redact(error: unknown): unknown {
-    return this.#access.redactError(this.key, error)
+    return this.#lease.redact(error)
   }
 
   /** Sends one statement. Only ever called from a queue task, so never concurrently. QueryConfig passes untouched. */
   exec<R extends QueryResultRow>(config: QueryInput, values: unknown[] | undefined): Promise<QueryResult<R>> {
     if (!this.runnable) return Promise.reject(this.closedError())
-    return this.#lease.client.query<R>(config, values)
+    return this.#lease.query<R>(config, values)
   }
 
   /** SAVEPOINT / RELEASE / ROLLBACK TO: if one fails the connection is no longer trusted (destroyed at the end). */

@@ -56,8 +56,21 @@ export class TestPoolAccess implements TenantPoolAccess, AsyncDisposable {
     this.clients.push(client)
     this.openLeases++
     let released = false
+    const redact = (error: unknown): unknown => {
+      this.redacted.push(error)
+      return this.#options.redact === undefined ? error : this.#options.redact(error)
+    }
     return {
       client,
+      get processID() {
+        return (client as unknown as { processID?: number }).processID
+      },
+      query: (config, values) => client.query(config, values),
+      prepare: () => Promise.resolve(),
+      begin: async (sql) => {
+        await client.query(sql)
+      },
+      redact,
       release: (destroy?: Error | boolean) => {
         if (released) return
         released = true
@@ -73,11 +86,6 @@ export class TestPoolAccess implements TenantPoolAccess, AsyncDisposable {
   }
 
   assertOpen(): void {}
-
-  redactError(_key: TenantKey, error: unknown): unknown {
-    this.redacted.push(error)
-    return this.#options.redact === undefined ? error : this.#options.redact(error)
-  }
 
   async [Symbol.asyncDispose](): Promise<void> {
     const pools = [...this.#pools.values()].flatMap((orgs) => [...orgs.values()])

@@ -1,0 +1,147 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import { inspect } from 'node:util'
+import type { ClientConfig } from 'pg'
+import { parse as parseConnectionString } from 'pg-connection-string'
+import { SecretFormatError } from '../hyperconn-error.js'
+import { settingNameProblem } from './tenant-settings.js'
+
+// Identities are HMACs with a per-process key: a Map key that never holds a password or a TLS key.
+const IDENTITY_KEY = randomBytes(32)
+
+// Per-tenant session settings, not part of what the physical connection is.
+const SESSION_KEYS: ReadonlySet<string> = new Set(['options', 'application_name', 'fallback_application_name'])
+
+/**
+ * Where a physical connection goes and with what credentials: host, port, database, user, password and
+ * connection options (TLS, timeouts, keepalives). Tenants whose URLs differ only in session settings
+ * (`options=-c name=value`, `application_name`) have equal `identity` and share one pool.
+ */
+export class ConnectionTarget {
+  /** HMAC of every field that shapes the physical connection, password included. */
+  readonly identity: string
+  /** `host:port`: what the connection budget counts against. */
+  readonly server: string
+  /** `host:port/database@user`: safe to show (not unique: credentials and TLS options are left out). */
+  readonly label: string
+  /** For `new pg.Client()`, without the password (given by `password()` per connection). */
+  readonly clientConfig: Readonly<ClientConfig>
+  readonly #password: string
+
+  private constructor(identity: string, server: string, label: string, clientConfig: ClientConfig, password: string) {
+    this.identity = identity
+    this.server = server
+    this.label = label
+    this.clientConfig = Object.freeze(clientConfig)
+    this.#password = password
+    Object.freeze(this)
+  }
+
+  /**
+   * Parses a tenant's PostgreSQL URL: the target, and the session settings the URL carries (each
+   * `-c name=value` / `--name=value` of `options`, and `application_name`). Throws `SecretFormatError`
+   * (naming the secret and key, never the value) for options it cannot apply safely.
+   */
+  static parse(
+    connectionString: string,
+    base: Readonly<ClientConfig>,
+    secretName: string,
+    secretKey: string,
+  ): { target: ConnectionTarget; settings: Map<string, string> } {
+    const parsed = parseConnectionString(connectionString) as Record<string, unknown>
+    const settings = new Map<string, string>()
+    if (typeof parsed.options === 'string') {
+      for (const [name, value] of parseStartupOptions(parsed.options, secretName, secretKey)) settings.set(name, value)
+    }
+    if (typeof parsed.application_name === 'string' && parsed.application_name !== '') {
+      settings.set('application_name', parsed.application_name)
+    }
+    const config: Record<string, unknown> = { ...base }
+    const shape: [string, unknown][] = []
+    for (const [name, value] of Object.entries(parsed)) {
+      if (value === undefined || value === null || value === '' || name === 'password' || SESSION_KEYS.has(name)) continue
+      const normalised = name === 'port' ? Number(value) : value
+      config[name] = normalised
+      shape.push([name, normalised])
+    }
+    const host = typeof parsed.host === 'string' && parsed.host !== '' ? parsed.host : 'localhost'
+    const port = typeof config.port === 'number' && Number.isFinite(config.port) ? config.port : 5432
+    const password = typeof parsed.password === 'string' ? parsed.password : ''
+    shape.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    const identity = createHmac('sha256', IDENTITY_KEY)
+      .update(JSON.stringify([shape, password]))
+      .digest('base64url')
+    const text = (value: unknown): string => (typeof value === 'string' ? value : '')
+    const label = `${host}:${port}/${text(parsed.database)}@${text(parsed.user)}`
+    return { target: new ConnectionTarget(identity, `${host}:${port}`, label, config, password), settings }
+  }
+
+  /** For pg's per-connection password callback. */
+  password(): string {
+    return this.#password
+  }
+
+  /** Strings that must never reach output: the password (raw and as pg may encode it). */
+  redactions(): string[] {
+    return this.#password === '' ? [] : [this.#password]
+  }
+
+  toJSON(): { label: string } {
+    return { label: this.label }
+  }
+
+  [inspect.custom](): string {
+    return `ConnectionTarget ${this.label}`
+  }
+}
+
+/**
+ * The `options` startup parameter as libpq reads it: whitespace-separated, backslash escapes, each
+ * token `-c name=value`, `-cname=value` or `--name=value`. Anything else would change the server
+ * process in ways a shared connection cannot undo, so it is refused.
+ */
+function parseStartupOptions(options: string, secretName: string, secretKey: string): [string, string][] {
+  const tokens: string[] = []
+  let current = ''
+  let escaped = false
+  let inToken = false
+  for (const ch of options) {
+    if (escaped) {
+      current += ch
+      escaped = false
+      inToken = true
+    } else if (ch === '\\') {
+      escaped = true
+      inToken = true
+    } else if (/\s/.test(ch)) {
+      if (inToken) tokens.push(current)
+      current = ''
+      inToken = false
+    } else {
+      current += ch
+      inToken = true
+    }
+  }
+  if (inToken) tokens.push(current)
+
+  const fail = (problem: string): never => {
+    throw new SecretFormatError(secretName, secretKey, `${problem}. Use options=-c name=value pairs only (e.g. -c search_path=org1)`)
+  }
+  const pairs: [string, string][] = []
+  for (let i = 0; i < tokens.length; i++) {
+    const token = tokens[i] as string
+    let assignment: string
+    if (token === '-c') {
+      const next = tokens[++i]
+      if (next === undefined) fail('the URL\'s "options" ends with "-c" and no setting')
+      assignment = next as string
+    } else if (token.startsWith('-c')) assignment = token.slice(2)
+    else if (token.startsWith('--')) assignment = token.slice(2)
+    else return fail('the URL\'s "options" has a flag other than -c')
+    const eq = assignment.indexOf('=')
+    if (eq <= 0) fail('a setting in the URL\'s "options" is not name=value')
+    const name = assignment.slice(0, eq).toLowerCase().replaceAll('-', '_')
+    if (settingNameProblem(name) !== undefined) fail('a setting name in the URL\'s "options" is not a PostgreSQL parameter name')
+    pairs.push([name, assignment.slice(eq + 1)])
+  }
+  return pairs
+}

@@ -1,0 +1,82 @@
+/**
+ * A tenant's session settings (`search_path`, `app.tenant_id`, `statement_timeout`, ...): what makes one
+ * connection serve one tenant. Computed once per secret version, compared by `signature` per checkout.
+ *
+ * Settings are only ever sent as bound parameters of `set_config()`: names and values never enter SQL
+ * text. A NULL value resets a setting to its default, which is how keys another tenant set are cleared.
+ */
+export class TenantSettings {
+  static readonly none = new TenantSettings([], [])
+
+  /** Sorted setting names (lower case). */
+  readonly names: readonly string[]
+  readonly values: readonly string[]
+  /** Equal signatures mean equal settings; '' for none. */
+  readonly signature: string
+
+  private constructor(names: readonly string[], values: readonly string[]) {
+    this.names = names
+    this.values = values
+    this.signature = names.length === 0 ? '' : JSON.stringify([names, values])
+    Object.freeze(this)
+  }
+
+  /** From validated name → value pairs; the caller checked names with `settingNameProblem`. */
+  static of(settings: ReadonlyMap<string, string>): TenantSettings {
+    if (settings.size === 0) return TenantSettings.none
+    const names = [...settings.keys()].sort()
+    return new TenantSettings(
+      names,
+      names.map((name) => settings.get(name) as string),
+    )
+  }
+
+  /**
+   * Parameters that move a connection carrying `carried` to these settings: every name of ours with its
+   * value, and every name `carried` has that we lack with NULL (reset to default).
+   */
+  transitionFrom(carried: TenantSettings): [names: string[], values: (string | null)[]] {
+    const names: string[] = [...this.names]
+    const values: (string | null)[] = [...this.values]
+    for (const name of carried.names) {
+      if (!this.names.includes(name)) {
+        names.push(name)
+        values.push(null)
+      }
+    }
+    return [names, values]
+  }
+
+  toJSON(): { names: readonly string[] } {
+    return { names: this.names }
+  }
+}
+
+/** One round trip for any number of settings; `false` = session level, `true` = transaction-local. */
+export const APPLY_SESSION_SETTINGS = 'select set_config(n, v, false) from unnest($1::text[], $2::text[]) as s(n, v)'
+export const APPLY_LOCAL_SETTINGS = 'select set_config(n, v, true) from unnest($1::text[], $2::text[]) as s(n, v)'
+
+// PostgreSQL GUC names: identifiers, custom ones with a dot ("app.tenant_id"); 63 bytes at most.
+const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)*$/
+const MAX_VALUE_LENGTH = 8_192
+
+/** Why `name` is not an acceptable setting name, or undefined when it is. */
+export function settingNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string') return `a setting name must be a string, got ${typeof name}`
+  if (name.length === 0 || name.length > 63 || !SETTING_NAME.test(name)) {
+    return 'a setting name must be a PostgreSQL parameter name such as "search_path" or "app.tenant_id" (letters, digits, _ and $, dot-separated, at most 63 characters)'
+  }
+  return undefined
+}
+
+/** A setting value as PostgreSQL's text form, or a problem description. */
+export function settingValueOf(value: unknown): { value: string } | { problem: string } {
+  let text: string
+  if (typeof value === 'string') text = value
+  else if (typeof value === 'number' && Number.isFinite(value)) text = String(value)
+  else if (typeof value === 'boolean') text = value ? 'on' : 'off'
+  else return { problem: `values must be strings, finite numbers or booleans, got ${value === null ? 'null' : typeof value}` }
+  if (text.length > MAX_VALUE_LENGTH) return { problem: `values must be at most ${MAX_VALUE_LENGTH} characters` }
+  if (text.includes('\0')) return { problem: 'values must not contain NUL characters' }
+  return { value: text }
+}
