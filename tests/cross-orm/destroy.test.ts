@@ -11,9 +11,9 @@ const databases = crossOrmDatabases(1, 'xdestroy')
 function watchPools(fx: CrossOrm): { events: string[]; stop: () => void } {
   const events: string[] = []
   const stops = [
-    fx.registry.on('pool:end', (e) => events.push(`end ${e.orgId}`)),
-    fx.registry.on('pool:evict', (e) => events.push(`evict ${e.orgId} ${e.reason}`)),
-    fx.registry.on('pool:create', (e) => events.push(`create ${e.orgId}`)),
+    fx.registry.on('pool:end', (e) => events.push(`end ${e.pool}`)),
+    fx.registry.on('pool:evict', (e) => events.push(`evict ${e.pool} ${e.reason}`)),
+    fx.registry.on('pool:create', (e) => events.push(`create ${e.pool}`)),
   ]
   return { events, stop: () => stops.forEach((stop) => stop()) }
 }

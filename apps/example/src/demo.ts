@@ -207,7 +207,9 @@ async function scenario(): Promise<void> {
 
   section('Registry stats (GET /stats)')
   const stats = (await client.stats()).body
-  say(`pools: ${stats.pools.count} open (${stats.tenants.map((t) => t.orgId).sort().join(', ')}), ${stats.pools.created} created, ${stats.evictions.total} evicted`)
+  say(`pools: ${stats.pools.count} open (${stats.pools.list.map((p) => p.name).sort().join(', ')}), ${stats.pools.created} created, ${stats.evictions.total} evicted`)
+  say(`tenants: ${stats.tenants.cached} cached (max ${stats.tenants.max})`)
+  for (const server of stats.servers) say(`budget of ${server.server}: ${server.open} open of ${server.max ?? 'auto'} (peak ${server.peak}), ${server.waiting} waiting`)
   say(`connections: ${stats.connections.total} open, ${stats.connections.idle} idle, ${stats.connections.waiting} waiting`)
   const cache = stats.secretCache
   say(`secret cache: ${cache.entries} entries, ${cache.fetches} fetches, ${cache.hits} hits, ${cache.misses} misses, ${cache.negativeHits} negative hits`)

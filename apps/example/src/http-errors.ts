@@ -89,7 +89,7 @@ function fromHyperconnError(error: HyperconnError): HttpError {
       // Throttling, 5xx, timeouts: retry. Access denied, KMS failure: our configuration, not the client's.
       return (error as { transient?: unknown }).transient === true ? UNAVAILABLE : INTERNAL
     case 'HC_CONNECTION':
-    case 'HC_POOL_CAPACITY':
+    case 'HC_POOL_SATURATED':
     case 'HC_REGISTRY_CLOSED':
       return UNAVAILABLE
     default:

@@ -41,7 +41,14 @@ describe('secrets through the real AWS SDK', () => {
     const orgs = Array.from({ length: 50 }, (_, i) => `sf${i}`)
     for (const org of orgs) sm.setSecret(`martech-${org}`, { 'core-postgresql': dbA.url, 'billing-postgresql': dbB.url })
     sm.resetCounters()
-    await using registry = createRegistry({ project: 'martech', services: ['core', 'billing'], secrets: source(3) })
+    await using registry = createRegistry({
+      project: 'martech',
+      services: ['core', 'billing'],
+      secrets: source(3),
+      connections: { max: 20 },
+    })
+    const created: string[] = []
+    registry.on('pool:create', (e) => created.push(e.pool))
     const calls = Array.from({ length: 2000 }, (_, i) => {
       const org = orgs[i % 50] as string
       const service = Math.floor(i / 50) % 2 === 0 ? 'core' : 'billing'
@@ -50,23 +57,47 @@ describe('secrets through the real AWS SDK', () => {
     const results = await Promise.all(calls)
     expect(sm.getSecretValueCalls()).toBe(50)
     for (const org of orgs) expect(sm.getSecretValueCalls(`martech-${org}`)).toBe(1)
-    // every (service, org) gets one pool, shared by all its callers
-    const pools = new Map<string, unknown>()
+    // every (service, org) gets one tenant-bound pool object, shared by all its callers
+    const pools = new Map<string, (typeof results)[number]>()
     for (const r of results) {
       const k = JSON.stringify([r.service, r.org])
-      if (pools.has(k)) expect(pools.get(k)).toBe(r.pool)
-      else pools.set(k, r.pool)
+      if (pools.has(k)) expect(pools.get(k)?.pool).toBe(r.pool)
+      else pools.set(k, r)
     }
     expect(pools.size).toBe(100)
-    expect(registry.stats().pools.count).toBe(100)
-    expect(new Set(pools.values()).size).toBe(100)
+    expect(new Set([...pools.values()].map((r) => r.pool)).size).toBe(100)
+    expect(registry.stats().tenants).toMatchObject({ cached: 100, resolving: 0 })
+    // getPool opens nothing; queries do, and tenants with the same target share its physical pool
+    expect(registry.stats().pools.count).toBe(0)
+    const rows = await Promise.all(
+      [...pools.values()].map(async ({ service, org, pool }) => {
+        expect(pool.tenant).toEqual({ service, orgId: org })
+        const { rows } = await pool.query('select current_database() as db')
+        return { service, db: rows[0].db as string }
+      }),
+    )
+    for (const { service, db } of rows) expect(db).toBe(service === 'core' ? dbA.name : dbB.name)
+    const stats = registry.stats()
+    expect(stats.pools.count).toBe(2)
+    expect(stats.pools.created).toBe(2)
+    expect(created).toHaveLength(2)
+    expect(created.some((name) => name.includes(dbA.name))).toBe(true)
+    expect(created.some((name) => name.includes(dbB.name))).toBe(true)
+    expect(stats.servers).toHaveLength(1)
+    expect(stats.servers[0]?.peak).toBeLessThanOrEqual(20)
+    expect(sm.getSecretValueCalls()).toBe(50)
   })
 
   it('("billing_v2","org1") and ("billing","v2_org1") never share a pool or a secret', async () => {
     sm.setSecret('martech-org1', { 'billing_v2-postgresql': dbA.url })
     sm.setSecret('martech-v2_org1', { 'billing-postgresql': dbB.url })
     sm.resetCounters()
-    await using registry = createRegistry({ project: 'martech', services: ['billing', 'billing_v2'], secrets: source() })
+    await using registry = createRegistry({
+      project: 'martech',
+      services: ['billing', 'billing_v2'],
+      secrets: source(),
+      connections: { max: 20 },
+    })
     const a = await registry.getPool('billing_v2', 'org1')
     const b = await registry.getPool('billing', 'v2_org1')
     expect(a).not.toBe(b)
@@ -83,7 +114,7 @@ describe('secrets through the real AWS SDK', () => {
 
   it('rejects every malformed tenant id or service with a typed error before any secret call', async () => {
     sm.resetCounters()
-    await using registry = createRegistry({ project: 'martech', services: ['core'], secrets: source() })
+    await using registry = createRegistry({ project: 'martech', services: ['core'], secrets: source(), connections: { max: 20 } })
     const badOrgIds: unknown[] = [
       '', '..', '../admin', 'a/b', 'a b', ' org1', 'org1\n', 'org\u0000', 'x'.repeat(65), 'ünïcode', 'оrg1',
       '-org', '_org', 'a.b', "x'; DROP TABLE t; --", 'org1%2F..', 42, null, undefined, {},
@@ -101,8 +132,9 @@ describe('secrets through the real AWS SDK', () => {
     expect((error as Error).message).not.toContain('\u0007')
     expect(sm.getSecretValueCalls()).toBe(0)
     const stats = registry.stats()
-    expect(stats.pools.count).toBe(0)
-    expect(stats.pools.pending).toBe(0)
+    expect(stats.pools).toMatchObject({ count: 0, created: 0, draining: 0 })
+    expect(stats.tenants).toEqual({ cached: 0, max: 20_000, resolving: 0, active: [] })
+    expect(stats.servers).toEqual([])
     expect(stats.secretCache.entries).toBe(0)
   })
 
@@ -110,7 +142,7 @@ describe('secrets through the real AWS SDK', () => {
     sm.setSecret('martech-notjson', 'postgresql://u:MARKERnotjson@h/db')
     sm.setSecret('martech-badurl', { 'core-postgresql': 'mysql://u:MARKERbadurl@h/db' })
     sm.setSecret('martech-nokey', { 'other-postgresql': 'postgresql://u:MARKERnokey@h/db' })
-    await using registry = createRegistry({ project: 'martech', services: ['core'], secrets: source() })
+    await using registry = createRegistry({ project: 'martech', services: ['core'], secrets: source(), connections: { max: 20 } })
     for (const org of ['notjson', 'badurl', 'nokey']) {
       const error = (await registry.getPool('core', org).catch((e: unknown) => e)) as SecretFormatError
       expect(error).toBeInstanceOf(SecretFormatError)
@@ -129,6 +161,7 @@ describe('secrets through the real AWS SDK', () => {
       project: 'martech',
       services: ['core'],
       secrets: source(),
+      connections: { max: 20 },
       clock,
       secretCache: { ttlMs: 1_000, staleIfErrorMs: 60_000, jitter: 0 },
     })
@@ -140,7 +173,7 @@ describe('secrets through the real AWS SDK', () => {
 
     for (const fault of ['throttle', 'error500', 'refuse'] as const) {
       await sm.setFault(fault)
-      // a fresh pool needs the secret again: the stale copy is served
+      // an evicted tenant needs its secret again to bind: the stale copy is served
       await registry.evict('core', 'warm1')
       expect((await warm.query('select 2 as two')).rows[0].two).toBe(2)
       const error = (await registry.getPool('core', 'cold1').catch((e: unknown) => e)) as SecretSourceError
@@ -163,6 +196,7 @@ describe('secrets through the real AWS SDK', () => {
       project: 'martech',
       services: ['core'],
       secrets: source(),
+      connections: { max: 20 },
       clock,
       secretCache: { notFoundTtlMs: 10_000 },
     })

@@ -33,7 +33,7 @@ describe('startPostgres', () => {
         "SELECT current_setting('max_connections') AS max, current_setting('server_encoding') AS enc, rolsuper AS su, current_setting('data_directory') AS dir FROM pg_roles WHERE rolname = current_user",
       )
     ).rows
-    expect(settings).toMatchObject({ max: '400', enc: 'UTF8', su: true })
+    expect(settings).toMatchObject({ max: '100', enc: 'UTF8', su: true })
     const dataDir = settings?.dir ?? ''
     expect(basename(dataDir)).toMatch(/^hyperconn-pg-/)
     expect(existsSync(dataDir)).toBe(true)

@@ -1,7 +1,7 @@
 /**
- * Waiters grouped by tenant: FIFO within a tenant, round-robin across tenants. The rotation is the Map's
- * insertion order: a tenant that was just served moves to the back, so a tenant with 100 queued requests
- * delays another tenant's request by at most one turn.
+ * Waiters grouped by tenant: FIFO within a tenant; across tenants the one holding the fewest connections
+ * goes first, ties in round-robin order (the Map's insertion order: a tenant that was just served moves
+ * to the back). So a tenant with 100 queued requests delays another tenant's request by at most one turn.
  */
 export class FairQueue<TKey, TItem> {
   readonly #queues = new Map<TKey, TItem[]>()
@@ -30,11 +30,13 @@ export class FairQueue<TKey, TItem> {
   }
 
   /**
-   * Offers each tenant's first waiter, in rotation order, to `tryServe`; serves at most one. The served
-   * tenant moves to the back of the rotation. Returns the served item, or undefined when none could be.
+   * Offers each tenant's first waiter to `tryServe`, tenants with the lowest `share` first (ties in
+   * rotation order); serves at most one. The served tenant moves to the back of the rotation. Returns
+   * the served item, or undefined when none could be.
    */
-  serveOne(tryServe: (item: TItem, key: TKey) => boolean): TItem | undefined {
-    for (const [key, queue] of this.#queues) {
+  serveOne(tryServe: (item: TItem, key: TKey) => boolean, share: (key: TKey) => number): TItem | undefined {
+    const order = this.#queues.size > 1 ? [...this.#queues].sort(([a], [b]) => share(a) - share(b)) : this.#queues
+    for (const [key, queue] of order) {
       const head = queue[0] as TItem
       if (!tryServe(head, key)) continue
       queue.shift()

@@ -279,7 +279,7 @@ export class LeasePoint {
         if (waiter.timer !== undefined) this.#clock.clearTimeout(waiter.timer)
         waiter.resolve(started)
         return true
-      })
+      }, heldBy)
     } while (served !== undefined)
   }
 
@@ -502,6 +502,8 @@ class Lease implements PoolLease {
     return TenantSettings.none
   }
 }
+
+const heldBy = (usage: TenantUsage): number => usage.held
 
 /** A SET/RESET/DISCARD a caller ran changes what the connection carries in ways we cannot see. */
 function observe(conn: PooledConnection, result: QueryResult | QueryResult[]): void {

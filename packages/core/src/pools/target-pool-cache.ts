@@ -117,12 +117,13 @@ export class TargetPoolCache {
     }
   }
 
-  /** Registry close at its deadline: end everything now. */
+  /** Registry close at its deadline: end everything now; `forced` says whether work was cut off. */
   forceCloseAll(): void {
     for (const pool of [...this.#pools.values(), ...this.#draining]) {
+      const cutOff = !pool.unused
       pool.forceClose()
       pool.stopTimers()
-      if (this.#draining.delete(pool) || this.#pools.delete(pool.target.identity)) this.#events.ended(pool, true)
+      if (this.#draining.delete(pool) || this.#pools.delete(pool.target.identity)) this.#events.ended(pool, cutOff)
     }
   }
 

@@ -44,18 +44,9 @@ export class TenantPool extends pg.Pool {
     )
   }
 
-  // pg.Pool's overloads (text/config, values, callback) in one signature.
-  override query(...args: unknown[]): any {
-    const [first, second, third] = args
-    const callback = [second, third].find((a): a is Callback => typeof a === 'function')
-    const values = Array.isArray(second) ? (second as unknown[]) : undefined
-    const result = this.#routes.query(first as string | QueryConfig, values)
-    if (callback === undefined) return result
-    result.then(
-      (r) => callback(undefined, r),
-      (e: Error) => callback(e, undefined),
-    )
-    return undefined
+  /** @internal one autocommit statement through the lease point (see `query` below). */
+  runQuery(text: string | QueryConfig, values: unknown[] | undefined): Promise<QueryResult> {
+    return this.#routes.query(text, values)
   }
 
   /** Ending is the registry's job (`registry.evict()` / `registry.close()`); this is deliberately a no-op. */
@@ -95,6 +86,20 @@ export class TenantPool extends pg.Pool {
     return `TenantPool ${inspect(this.toJSON())}`
   }
 }
+
+// pg.Pool's query overloads (text or config, values, callback) keep their types: only the body is ours.
+TenantPool.prototype.query = function query(this: TenantPool, ...args: unknown[]): unknown {
+  const [first, second, third] = args
+  const callback = [second, third].find((a): a is Callback => typeof a === 'function')
+  const values = Array.isArray(second) ? (second as unknown[]) : undefined
+  const result = this.runQuery(first as string | QueryConfig, values)
+  if (callback === undefined) return result
+  result.then(
+    (r) => callback(undefined, r),
+    (e: Error) => callback(e, undefined),
+  )
+  return undefined
+} as pg.Pool['query']
 
 // pg.Pool defines these as getters at runtime (typed as properties): this tenant's numbers, not a pool's.
 Object.defineProperties(TenantPool.prototype, {
