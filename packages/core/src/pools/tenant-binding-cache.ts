@@ -5,6 +5,7 @@ import type { ResolvedService } from '../registry/registry-options.js'
 import type { SecretBundle } from '../secrets/secret-bundle.js'
 import type { SecretCache } from '../secrets/secret-cache.js'
 import type { TenantKey } from '../tenant-types.js'
+import type { ConnectionTarget } from './connection-target.js'
 import { bindTenant } from './tenant-binding.js'
 import type { TenantBinding } from './tenant-binding.js'
 
@@ -25,6 +26,8 @@ export interface BindingResolution {
   readonly onError: (secretName: string, error: HyperconnError) => void
 }
 
+const MAX_INTERNED_TARGETS = 1_024
+
 interface Entry {
   readonly binding: TenantBinding
   lastUsedAt: number
@@ -38,6 +41,15 @@ interface Entry {
 export class TenantBindingCache {
   readonly #entries = new Map<string, Map<string, Entry>>()
   readonly #inFlight = new Map<string, Map<string, Promise<TenantBinding>>>()
+  /** One object per connection target, most recently bound last; bounded, a miss only costs memory. */
+  readonly #targets = new Map<string, ConnectionTarget>()
+  readonly #intern = (target: ConnectionTarget): ConnectionTarget => {
+    const known = this.#targets.get(target.identity)
+    if (known !== undefined) return known
+    this.#targets.set(target.identity, target)
+    if (this.#targets.size > MAX_INTERNED_TARGETS) this.#targets.delete(this.#targets.keys().next().value as string)
+    return target
+  }
   readonly #limits: BindingCacheLimits
   readonly #resolution: BindingResolution
   readonly #clock: Clock
@@ -110,6 +122,7 @@ export class TenantBindingCache {
 
   clear(): void {
     this.#entries.clear()
+    this.#targets.clear()
     this.#size = 0
   }
 
@@ -141,7 +154,14 @@ export class TenantBindingCache {
     if (cached !== undefined && cached.binding.fingerprint === bundle.fingerprint) return cached.binding
     let binding: TenantBinding
     try {
-      binding = bindTenant(key, bundle, this.#resolution.service(key.service), this.#resolution.secretKey(key.service), this.#resolution.clientBase)
+      binding = bindTenant(
+        key,
+        bundle,
+        this.#resolution.service(key.service),
+        this.#resolution.secretKey(key.service),
+        this.#resolution.clientBase,
+        this.#intern,
+      )
     } catch (error) {
       if (error instanceof HyperconnError) {
         onError(secretName, error)

@@ -32,9 +32,13 @@ export function bindTenant(
   service: ResolvedService,
   secretKey: string,
   clientBase: Readonly<ClientConfig>,
+  intern: (target: ConnectionTarget) => ConnectionTarget = (target) => target,
 ): TenantBinding {
   const connectionString = bundle.connectionString(secretKey)
-  const { target, settings } = ConnectionTarget.parse(connectionString, clientBase, bundle.name, secretKey)
+  const parsed = ConnectionTarget.parse(connectionString, clientBase, bundle.name, secretKey)
+  const settings = parsed.settings
+  // Thousands of tenants usually share a handful of targets: keep one object per target.
+  const target = intern(parsed.target)
   if (service.tenantSettings !== undefined) {
     for (const [name, value] of Object.entries(callTenantFunction(service.name, 'tenantSettings', service.tenantSettings, key.orgId))) {
       const nameProblem = settingNameProblem(name)
