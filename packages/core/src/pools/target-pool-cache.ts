@@ -32,7 +32,7 @@ export class TargetPoolCache {
   readonly #clock: Clock
   readonly #events: PoolCacheEvents
   readonly #report: ConnectionErrorReporter
-  readonly evictions: Record<EvictionReason, number> = { idle: 0, lru: 0, manual: 0, rotation: 0, close: 0 }
+  readonly evictions: Record<EvictionReason, number> = { idle: 0, lru: 0, manual: 0, close: 0 }
   #created = 0
 
   constructor(limits: PoolCacheLimits, sizing: PoolSizing, clock: Clock, events: PoolCacheEvents, report: ConnectionErrorReporter) {

@@ -1,5 +1,5 @@
 /** Typed registry events. Payloads are plain data: no secret, no connection string, no SQL values. */
-export type EvictionReason = 'idle' | 'lru' | 'manual' | 'rotation' | 'close'
+export type EvictionReason = 'idle' | 'lru' | 'manual' | 'close'
 
 export interface RegistryEvents {
   /** A physical pool (one connection target, shared by its tenants) was created. */
