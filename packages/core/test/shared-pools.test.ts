@@ -342,6 +342,16 @@ describe('secrets and tenants', () => {
     expect(sm.getSecretValueCalls('s-rot')).toBeLessThanOrEqual(2)
   })
 
+  it('a deleted secret ends the tenant once its refresh finds it gone', async () => {
+    sm.setSecret('s-gone', { 'core-postgresql': db.url })
+    await using registry = awsRegistry({ secretCache: { ttlMs: 0 } })
+    const tenant = registry.tenant('gone', 'core')
+    await expect(tenant.query('SELECT 1 AS ok')).resolves.toMatchObject({ rows: [{ ok: 1 }] })
+    sm.deleteSecret('s-gone')
+    await vi.waitFor(() => expect(tenant.query('SELECT 1')).rejects.toBeInstanceOf(SecretNotFoundError))
+    expect(registry.stats().tenants.cached).toBe(0)
+  })
+
   it('a fixed malformed secret takes effect on the next request', async () => {
     sm.setSecret('s-fixme', { 'core-postgresql': 'not a url' })
     await using registry = awsRegistry()

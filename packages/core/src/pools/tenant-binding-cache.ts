@@ -147,7 +147,11 @@ export class TenantBindingCache {
     try {
       bundle = await secrets.get(secretName)
     } catch (error) {
-      if (error instanceof HyperconnError) onError(secretName, error)
+      if (error instanceof HyperconnError) {
+        onError(secretName, error)
+        // The secret was deleted: the tenant is gone, not merely unreachable.
+        if (error.code === 'HC_SECRET_NOT_FOUND') this.delete(key)
+      }
       throw error
     }
     const cached = this.#entries.get(key.service)?.get(key.orgId)

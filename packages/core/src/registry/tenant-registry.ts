@@ -69,7 +69,7 @@ export interface CloseOptions {
 
 export interface WarmOptions {
   service?: string
-  /** Also make sure each physical pool these tenants use holds at least this many open connections. */
+  /** Also open this many connections in each physical pool these tenants use (at most `pool.max` and `connections.perTenant`). */
   connections?: number
 }
 
@@ -200,12 +200,14 @@ export class Registry implements AsyncDisposable {
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed) throw failed.reason
     if (want === 0) return
-    // One tenant per physical pool opens `want` connections at once and gives them back idle.
+    // One tenant per physical pool opens `want` connections at once and gives them back idle (as many as
+    // one tenant may hold: more would wait for itself).
+    const count = Math.min(want, this.#options.sizing.max, this.#options.connections.perTenant)
     const byTarget = new Map<string, TenantKey>()
     for (const r of results) if (r.status === 'fulfilled') byTarget.set(r.value.target.identity, r.value.key)
     await Promise.all(
       [...byTarget.values()].map(async (key) => {
-        const leases = await Promise.all(Array.from({ length: want }, () => this.#leases.acquire(key)))
+        const leases = await Promise.all(Array.from({ length: count }, () => this.#leases.acquire(key)))
         await Promise.allSettled(leases.map((lease) => lease.prepare()))
         for (const lease of leases) lease.release()
       }),
