@@ -13,7 +13,7 @@ import type { SecretCacheStats } from '../secrets/secret-cache.js'
 import { redactText } from '../secrets/secret-redaction.js'
 import type { Tenant, TenantKey, TenantPoolAccess } from '../tenant-types.js'
 import { assertValidId } from '../tenant-validation.js'
-import { createTenantHandle } from '../transactions/tenant-handle.js'
+import { autocommitQuery, createTenantHandle } from '../transactions/tenant-handle.js'
 import type { EvictionReason, RegistryEventName, RegistryListener } from './registry-events.js'
 import { RegistryEventEmitter } from './registry-events.js'
 import type { RegistryOptions, ResolvedOptions } from './registry-options.js'
@@ -355,16 +355,7 @@ export class Registry implements AsyncDisposable {
       byOrg = new InstanceCache((orgId) => {
         const tenant: TenantKey = Object.freeze({ service, orgId })
         return new TenantPool(tenant, {
-          query: async (text: string | QueryConfig, values?: unknown[]) => {
-            const lease = await this.#leases.acquire(tenant)
-            try {
-              return await lease.query(text, values)
-            } catch (error) {
-              throw lease.redact(error)
-            } finally {
-              lease.release()
-            }
-          },
+          query: (text: string | QueryConfig, values?: unknown[]) => autocommitQuery(this.#access, tenant, text, values),
           lease: () => this.#leases.acquire(tenant),
           usage: () => this.#leases.usage(tenant),
         })

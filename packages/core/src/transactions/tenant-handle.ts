@@ -13,7 +13,7 @@ function released(): TransactionClosedError {
 }
 
 /** Autocommit: lease, one query, release. No allocation beyond that on this path. */
-async function autocommitQuery<R extends QueryResultRow>(
+export async function autocommitQuery<R extends QueryResultRow>(
   access: TenantPoolAccess,
   key: TenantKey,
   config: QueryInput,
