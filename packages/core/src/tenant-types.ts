@@ -21,6 +21,8 @@ export interface PoolLease {
   prepare(): Promise<void>
   /** Runs `sql` (a BEGIN), then the tenant's settings transaction-locally. */
   begin(sql: string): Promise<void>
+  /** The raw `client` went to code whose statements `query` does not see: the next checkout resets it. */
+  forgetCarried(): void
   /** The error with this tenant's secrets masked (class and fields kept). */
   redact(error: unknown): unknown
   /** Give the connection back; pass an error (or true) to destroy it instead (dead backend, failed COMMIT). Idempotent. */

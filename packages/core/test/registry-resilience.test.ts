@@ -109,6 +109,8 @@ describe('draining and closing', () => {
     const [physical] = reg.stats().pools.list
     expect(physical).toMatchObject({ opening: 1, checkedOut: 0 })
     const evicted = reg.evict('core', 'o1')
+    // announced once the cache is consistent again, a microtask later
+    await Promise.resolve()
     expect(evictions).toEqual([{ pool: physical?.name, reason: 'manual' }])
     const error = (await failing) as ConnectionError
     expect(error).toBeInstanceOf(ConnectionError)

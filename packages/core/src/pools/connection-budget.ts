@@ -8,6 +8,7 @@ export class ConnectionBudget {
   /** undefined while 'auto' has not been read from the server yet: one connection may open to read it. */
   #max: number | undefined
   #open = 0
+  #idle = 0
   #peak = 0
   readonly #onRoom: () => void
 
@@ -37,6 +38,16 @@ export class ConnectionBudget {
 
   hasRoom(): boolean {
     return this.#open < (this.#max ?? 1)
+  }
+
+  /** A waiter could start now: an idle connection somewhere on the server, or room for a new one. */
+  get mayServe(): boolean {
+    return this.#idle > 0 || this.hasRoom()
+  }
+
+  /** Pools report connections entering and leaving their idle lists. */
+  idleChanged(delta: 1 | -1): void {
+    this.#idle += delta
   }
 
   /** 'auto' resolved (or fell back): waiters may now use the rest of the budget. */

@@ -35,17 +35,32 @@ export class FairQueue<TKey, TItem> {
    * the served item, or undefined when none could be.
    */
   serveOne(tryServe: (item: TItem, key: TKey) => boolean, share: (key: TKey) => number): TItem | undefined {
-    const order = this.#queues.size > 1 ? [...this.#queues].sort(([a], [b]) => share(a) - share(b)) : this.#queues
-    for (const [key, queue] of order) {
-      const head = queue[0] as TItem
-      if (!tryServe(head, key)) continue
-      queue.shift()
-      this.#size--
-      this.#queues.delete(key)
-      if (queue.length > 0) this.#queues.set(key, queue)
-      return head
+    // Tenants holding nothing first, in rotation order (the common case: no sorting); then the rest by share.
+    let holders: [TKey, TItem[]][] | undefined
+    for (const entry of this.#queues) {
+      if (share(entry[0]) > 0) (holders ??= []).push(entry)
+      else {
+        const served = this.#serveHead(entry, tryServe)
+        if (served !== undefined) return served
+      }
+    }
+    if (holders === undefined) return undefined
+    if (holders.length > 1) holders.sort(([a], [b]) => share(a) - share(b))
+    for (const entry of holders) {
+      const served = this.#serveHead(entry, tryServe)
+      if (served !== undefined) return served
     }
     return undefined
+  }
+
+  #serveHead([key, queue]: [TKey, TItem[]], tryServe: (item: TItem, key: TKey) => boolean): TItem | undefined {
+    const head = queue[0] as TItem
+    if (!tryServe(head, key)) return undefined
+    queue.shift()
+    this.#size--
+    this.#queues.delete(key)
+    if (queue.length > 0) this.#queues.set(key, queue)
+    return head
   }
 
   /** Empties the queue, returning every item in order. */

@@ -1,6 +1,6 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Clock, TimerHandle } from '../clock.js'
-import { ConnectionError, HyperconnError, PoolSaturatedError, RegistryClosedError } from '../hyperconn-error.js'
+import { ConnectionError, HyperconnError, PoolSaturatedError, RegistryClosedError, TransactionClosedError } from '../hyperconn-error.js'
 import type { SaturatedLimit } from '../hyperconn-error.js'
 import { sqlStateOf } from '../pg-error.js'
 import type { Logger } from '../registry/registry-logger.js'
@@ -13,7 +13,7 @@ import type { PooledConnection, TargetPool } from './target-pool.js'
 import type { TargetPoolCache } from './target-pool-cache.js'
 import type { TenantBinding } from './tenant-binding.js'
 import type { TenantBindingCache } from './tenant-binding-cache.js'
-import { APPLY_LOCAL_SETTINGS, APPLY_SESSION_SETTINGS, TenantSettings } from './tenant-settings.js'
+import { TenantSettings } from './tenant-settings.js'
 
 export interface LeaseLimits {
   /** Connections per server; 'auto' reads the server's own limit on first contact. */
@@ -39,9 +39,9 @@ interface Waiter {
   readonly usage: TenantUsage
   readonly binding: TenantBinding
   readonly since: number
+  readonly server: Server
   readonly resolve: (conn: PooledConnection | Promise<PooledConnection>) => void
   readonly reject: (error: Error) => void
-  timer: TimerHandle | undefined
   /** The limit that held it back last time it was offered a turn. */
   blockedBy: SaturatedLimit
 }
@@ -49,6 +49,12 @@ interface Waiter {
 interface Server {
   readonly budget: ConnectionBudget
   readonly queue: FairQueue<TenantUsage, Waiter>
+  /**
+   * Waiters in arrival order, which is deadline order (one `acquireTimeoutMs` for all): one timer per
+   * server, set for the oldest, instead of a timer per waiter.
+   */
+  readonly byAge: Set<Waiter>
+  expiry: TimerHandle | undefined
   /** Idle connections of other pools being closed to make room in the budget. */
   roomPending: number
 }
@@ -83,7 +89,20 @@ export class LeasePoint {
   readonly #lastAuthRefresh = new Map<string, number>()
   #checkedOut = 0
   #closed = false
+  #dispatching = false
+  #redispatch = new Set<Server>()
   #onAllReleased: (() => void) | undefined
+  /** Offered a queued waiter by the fair queue: starts it, or records what holds it back. */
+  readonly #serve = (waiter: Waiter): boolean => {
+    const started = this.#tryStart(waiter.usage, waiter.binding, waiter.server)
+    if (typeof started === 'string') {
+      waiter.blockedBy = started
+      return false
+    }
+    waiter.server.byAge.delete(waiter)
+    waiter.resolve(started)
+    return true
+  }
 
   constructor(
     bindings: TenantBindingCache,
@@ -150,11 +169,13 @@ export class LeasePoint {
     let binding = cached instanceof Promise ? await cached : cached
     // At most two attempts: the second only after a refused password brought a new secret version.
     for (let attempt = 0; attempt < 2; attempt++) {
+      // Checked after every await: a caller that outlived close() must not open a connection.
+      if (this.#closed) throw new RegistryClosedError()
       let conn: PooledConnection
       try {
         conn = await this.#checkout(binding)
       } catch (error) {
-        if (attempt === 0 && AUTH_FAILURES.has(sqlStateOf(error) ?? '')) {
+        if (attempt === 0 && !this.#closed && AUTH_FAILURES.has(sqlStateOf(error) ?? '')) {
           const fresh = await this.#afterAuthFailure(binding)
           if (fresh.fingerprint !== binding.fingerprint) {
             binding = fresh
@@ -174,11 +195,11 @@ export class LeasePoint {
    */
   close(): Promise<void> {
     this.#closed = true
-    for (const { queue } of this.#servers.values()) {
-      for (const waiter of queue.drain()) {
-        if (waiter.timer !== undefined) this.#clock.clearTimeout(waiter.timer)
-        waiter.reject(new RegistryClosedError())
-      }
+    for (const server of this.#servers.values()) {
+      if (server.expiry !== undefined) this.#clock.clearTimeout(server.expiry)
+      server.expiry = undefined
+      server.byAge.clear()
+      for (const waiter of server.queue.drain()) waiter.reject(new RegistryClosedError())
     }
     if (this.#checkedOut === 0) return Promise.resolve()
     return new Promise((resolve) => {
@@ -188,13 +209,21 @@ export class LeasePoint {
 
   /** @internal Lease → lease point: the connection is back. */
   release(conn: PooledConnection, usage: TenantUsage, destroy: boolean): void {
+    const pool = conn.pool
+    // Hygiene: a connection in (or failed inside) a transaction, or with a query still running or queued
+    // (released before it settled), must never reach another caller.
+    const client = conn.client as unknown as { _txStatus?: string | null; _activeQuery?: unknown; _queryQueue?: unknown[] }
+    const busy = client._activeQuery != null || (client._queryQueue?.length ?? 0) > 0
+    const txStatus = client._txStatus
+    if (destroy || busy || conn.dead || (txStatus !== 'I' && txStatus != null)) void pool.destroy(conn)
+    else pool.checkIn(conn)
+    this.#freed(usage, pool)
+  }
+
+  /** A checkout ended (released, or its connection failed to open): serve whoever can use what it freed. */
+  #freed(usage: TenantUsage, pool: TargetPool): void {
     usage.held--
     this.#checkedOut--
-    const pool = conn.pool
-    // Hygiene: a connection in (or failed inside) a transaction must never reach another caller.
-    const txStatus = (conn.client as unknown as { _txStatus?: string | null })._txStatus
-    if (destroy || conn.dead || (txStatus !== 'I' && txStatus != null)) void pool.destroy(conn)
-    else pool.checkIn(conn)
     this.#forgetIdleUsage(usage)
     const server = this.#servers.get(pool.target.server)
     if (server !== undefined && server.queue.size > 0) this.#dispatch(server)
@@ -217,6 +246,8 @@ export class LeasePoint {
           if (created.queue.size > 0) this.#dispatch(created)
         }),
         queue: new FairQueue(),
+        byAge: new Set(),
+        expiry: undefined,
         roomPending: 0,
       }
       this.#servers.set(name, (server = created))
@@ -250,37 +281,56 @@ export class LeasePoint {
       if (typeof started !== 'string') return Promise.resolve(started)
     }
     return new Promise<PooledConnection>((resolve, reject) => {
-      const waiter: Waiter = {
-        usage,
-        binding,
-        since: this.#clock.now(),
-        resolve,
-        reject,
-        timer: undefined,
-        blockedBy: 'connections.max',
-      }
-      waiter.timer = this.#clock.setTimeout(() => this.#expire(server, waiter), this.#limits.acquireTimeoutMs)
+      const waiter: Waiter = { usage, binding, server, since: this.#clock.now(), resolve, reject, blockedBy: 'connections.max' }
       server.queue.push(usage, waiter)
+      server.byAge.add(waiter)
+      server.expiry ??= this.#scheduleExpiry(server, this.#limits.acquireTimeoutMs)
       this.#dispatch(server)
     })
   }
 
-  /** Serves waiters in fair order while any can start; each round serves one, so it ends. */
+  /**
+   * Serves waiters in fair order while any can start; each round serves one, so it ends. Not re-entered:
+   * work that arrives meanwhile (an event listener querying, a connection closing) is served by the
+   * running call's next round.
+   */
   #dispatch(server: Server): void {
     if (this.#closed) return
-    let served: Waiter | undefined
-    do {
-      served = server.queue.serveOne((waiter) => {
-        const started = this.#tryStart(waiter.usage, waiter.binding, server)
-        if (typeof started === 'string') {
-          waiter.blockedBy = started
-          return false
+    if (this.#dispatching) {
+      this.#redispatch.add(server)
+      return
+    }
+    this.#dispatching = true
+    try {
+      let next: Server | undefined = server
+      while (next !== undefined) {
+        const current: Server = next
+        let served: Waiter | undefined
+        // Nothing idle on the server and no room for a new connection: no waiter can start (saves a pass).
+        do served = current.budget.mayServe ? current.queue.serveOne(this.#serve, heldBy) : undefined
+        while (served !== undefined)
+        this.#redispatch.delete(current)
+        next = first(this.#redispatch)
+      }
+    } finally {
+      this.#dispatching = false
+    }
+  }
+
+  /** Rejects waiters past their deadline, oldest first, then sets the timer for the next one. */
+  #scheduleExpiry(server: Server, delay: number): TimerHandle {
+    const timer = this.#clock.setTimeout(() => {
+      server.expiry = undefined
+      const deadline = this.#clock.now() - this.#limits.acquireTimeoutMs
+      for (const waiter of server.byAge) {
+        if (waiter.since > deadline) {
+          server.expiry = this.#scheduleExpiry(server, waiter.since - deadline)
+          return
         }
-        if (waiter.timer !== undefined) this.#clock.clearTimeout(waiter.timer)
-        waiter.resolve(started)
-        return true
-      }, heldBy)
-    } while (served !== undefined)
+        this.#expire(server, waiter)
+      }
+    }, Math.max(1, delay))
+    return timer
   }
 
   /**
@@ -330,9 +380,7 @@ export class LeasePoint {
     try {
       conn = await pool.open()
     } catch (error) {
-      usage.held--
-      this.#checkedOut--
-      this.#forgetIdleUsage(usage)
+      this.#freed(usage, pool)
       throw error
     }
     if (discover && server.budget.discovering) await this.#discoverBudget(conn, server.budget)
@@ -357,8 +405,19 @@ export class LeasePoint {
   }
 
   #expire(server: Server, waiter: Waiter): void {
+    server.byAge.delete(waiter)
     if (!server.queue.remove(waiter.usage, waiter)) return
     this.#forgetIdleUsage(waiter.usage)
+    if (server.budget.discovering) {
+      // 'auto' is still unknown: the first connection to the server has not come back.
+      waiter.reject(
+        new ConnectionError(
+          `Waited ${this.#clock.now() - waiter.since} ms for the first connection to ${server.budget.server} (needed to read max_connections for connections.max 'auto'): the server did not answer in time. Check that it is reachable, or set connections.max to a number.`,
+          undefined,
+        ),
+      )
+      return
+    }
     const { service, orgId } = waiter.binding.key
     const limitValue =
       waiter.blockedBy === 'connections.max'
@@ -405,6 +464,7 @@ class Lease implements PoolLease {
   readonly #binding: TenantBinding
   readonly #usage: TenantUsage
   #prepared = false
+  #inTransaction = false
   #untrusted = false
   #released = false
 
@@ -424,8 +484,20 @@ class Lease implements PoolLease {
   }
 
   async query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>> {
-    if (!this.#prepared) await this.prepare()
-    const result = await this.#conn.client.query<R>(config, values)
+    if (this.#released) throw released()
+    if (!this.#prepared && !this.#inTransaction) {
+      await this.prepare()
+      // Released meanwhile: the connection may already serve someone else.
+      if (this.#released) throw released()
+    }
+    let result: QueryResult<R>
+    try {
+      result = await this.#conn.client.query<R>(config, values)
+    } catch (error) {
+      // A failed multi-statement query may have run a SET before failing: assume the worst.
+      this.#conn.carry(undefined)
+      throw error
+    }
     observe(this.#conn, result)
     return result
   }
@@ -433,26 +505,41 @@ class Lease implements PoolLease {
   /** Session level: the connection carries the tenant's settings from now on (skipped if it already does). */
   async prepare(): Promise<void> {
     if (this.#prepared) return
+    if (this.#released) throw released()
     const target = this.#binding.settings
-    await this.#applying(async () => {
-      const carried = await this.#knownState()
-      if (carried.signature === target.signature) return
-      const [names, values] = target.transitionFrom(carried)
-      await this.#conn.client.query(APPLY_SESSION_SETTINGS, [names, values])
-      this.#conn.carry(target)
-    })
+    // The common case first, without the failure wrapper: the connection carries these settings already.
+    if (this.#conn.carried?.signature !== target.signature) {
+      await this.#applying(async () => {
+        const carried = await this.#knownState()
+        if (carried.signature === target.signature) return
+        await this.#conn.client.query(target.transitionFrom(carried, false))
+        this.#conn.carry(target)
+      })
+    }
     this.#prepared = true
   }
 
-  /** BEGIN, then the tenant's settings transaction-locally (skipped if the connection carries them). */
+  /**
+   * BEGIN, then the tenant's settings transaction-locally (skipped if the connection carries them). The
+   * lease then belongs to that transaction: its statements need no session-level settings, and the
+   * transaction releases it when it ends.
+   */
   async begin(sql: string): Promise<void> {
+    if (this.#released) throw released()
     const target = this.#binding.settings
     const carried = await this.#applying(() => this.#knownState())
     await this.#conn.client.query(sql)
-    this.#prepared = true
+    this.#inTransaction = true
     if (carried.signature === target.signature) return
-    const [names, values] = target.transitionFrom(carried)
-    await this.#applying(() => this.#conn.client.query(APPLY_LOCAL_SETTINGS, [names, values]))
+    await this.#applying(() => this.#conn.client.query(target.transitionFrom(carried, true)))
+  }
+
+  /**
+   * The raw connection has been handed to code that sends statements around `query` (a `getPool()`
+   * client): what it carries afterwards is unknown, so the next checkout resets it.
+   */
+  forgetCarried(): void {
+    this.#conn.carry(undefined)
   }
 
   /**
@@ -493,14 +580,26 @@ class Lease implements PoolLease {
     }
   }
 
-  /** A connection whose state a SET changed is reset to its defaults first (one extra round trip). */
+  /**
+   * A connection whose state a caller changed is reset to its defaults first (one extra round trip).
+   * RESET ALL leaves the role and session authorization alone: those are reset explicitly.
+   */
   async #knownState(): Promise<TenantSettings> {
     const carried = this.#conn.carried
     if (carried !== undefined) return carried
-    await this.#conn.client.query('RESET ALL')
+    await this.#conn.client.query('SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL')
     this.#conn.carry(TenantSettings.none)
     return TenantSettings.none
   }
+}
+
+function released(): TransactionClosedError {
+  return new TransactionClosedError('this connection was already released')
+}
+
+function first<T>(set: Set<T>): T | undefined {
+  for (const item of set) return item
+  return undefined
 }
 
 const heldBy = (usage: TenantUsage): number => usage.held

@@ -5,6 +5,8 @@ import type { ConnectionTarget } from './connection-target.js'
 import { TargetPool } from './target-pool.js'
 import type { ConnectionErrorReporter, PoolSizing } from './target-pool.js'
 
+const MAX_LABEL_OWNERS = 10_000
+
 export interface PoolCacheLimits {
   /** Most physical pools at once. */
   readonly maxPools: number
@@ -26,13 +28,14 @@ export interface PoolCacheEvents {
 export class TargetPoolCache {
   readonly #pools = new Map<string, TargetPool>()
   readonly #draining = new Set<TargetPool>()
-  readonly #labels = new Map<string, number>()
+  /** Which target a bare label belongs to (one entry per host:port/database@user seen). */
+  readonly #labelOwners = new Map<string, string>()
   readonly #limits: PoolCacheLimits
   readonly #sizing: PoolSizing
   readonly #clock: Clock
   readonly #events: PoolCacheEvents
   readonly #report: ConnectionErrorReporter
-  readonly evictions: Record<EvictionReason, number> = { idle: 0, lru: 0, manual: 0, close: 0 }
+  readonly #evictions: Record<EvictionReason, number> = { idle: 0, lru: 0, manual: 0, close: 0 }
   #created = 0
 
   constructor(limits: PoolCacheLimits, sizing: PoolSizing, clock: Clock, events: PoolCacheEvents, report: ConnectionErrorReporter) {
@@ -41,6 +44,19 @@ export class TargetPoolCache {
     this.#clock = clock
     this.#events = events
     this.#report = report
+  }
+
+  /** Pools ended so far, by reason (a copy). */
+  get evictions(): Record<EvictionReason, number> {
+    return { ...this.#evictions }
+  }
+
+  /**
+   * Listeners run after the cache is consistent again: one that starts a query from a `pool:create` or
+   * `pool:evict` listener must not re-enter `obtain` halfway through.
+   */
+  #announce(emit: () => void): void {
+    queueMicrotask(emit)
   }
 
   get size(): number {
@@ -64,13 +80,11 @@ export class TargetPoolCache {
     const existing = this.#pools.get(target.identity)
     if (existing !== undefined) return existing
     if (this.#pools.size >= this.#limits.maxPools && !this.#evictLeastRecentlyUsed()) return undefined
-    const count = (this.#labels.get(target.label) ?? 0) + 1
-    this.#labels.set(target.label, count)
-    const name = count === 1 ? target.label : `${target.label}#${count}`
+    const name = this.#nameFor(target)
     const pool = new TargetPool(target, name, budget, this.#sizing, this.#clock, this.#report)
     this.#pools.set(target.identity, pool)
     this.#created++
-    this.#events.created(pool)
+    this.#announce(() => this.#events.created(pool))
     return pool
   }
 
@@ -99,9 +113,9 @@ export class TargetPoolCache {
   retire(pool: TargetPool, reason: EvictionReason): Promise<void> {
     if (this.#pools.get(pool.target.identity) !== pool) return pool.retire()
     this.#pools.delete(pool.target.identity)
-    this.evictions[reason]++
+    this.#evictions[reason]++
     this.#draining.add(pool)
-    this.#events.evicted(pool, reason)
+    this.#announce(() => this.#events.evicted(pool, reason))
     return pool.retire().then(() => {
       pool.stopTimers()
       this.#draining.delete(pool)
@@ -123,8 +137,21 @@ export class TargetPoolCache {
       const cutOff = !pool.unused
       pool.forceClose()
       pool.stopTimers()
-      if (this.#draining.delete(pool) || this.#pools.delete(pool.target.identity)) this.#events.ended(pool, cutOff)
+      if (this.#draining.delete(pool) || this.#pools.delete(pool.target.identity)) this.#announce(() => this.#events.ended(pool, cutOff))
     }
+  }
+
+  /**
+   * Stable and unique per target: the label for the first target seen with it, label#<identity prefix>
+   * for any other (two credentials or TLS settings for one database@user), so a name never moves from
+   * one target to another. A draining pool's replacement of the same target gets a `-2`.
+   */
+  #nameFor(target: ConnectionTarget): string {
+    let owner = this.#labelOwners.get(target.label)
+    if (owner === undefined && this.#labelOwners.size < MAX_LABEL_OWNERS) this.#labelOwners.set(target.label, (owner = target.identity))
+    const base = owner === target.identity ? target.label : `${target.label}#${target.identity.slice(0, 8)}`
+    const draining = [...this.#draining].some((pool) => pool.name === base)
+    return draining ? `${base}-2` : base
   }
 
   #evictLeastRecentlyUsed(): boolean {

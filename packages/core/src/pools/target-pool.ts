@@ -29,6 +29,8 @@ export class PooledConnection {
   readonly pool: TargetPool
   readonly createdAt: number
   #carried: TenantSettings | undefined = TenantSettings.none
+  /** The signature the pool filed this connection under while idle (owned by the pool). */
+  #filedAs: string | undefined
   #uses = 0
   #idleSince = 0
   #dead = false
@@ -75,6 +77,16 @@ export class PooledConnection {
   /** @internal */
   markIdle(now: number): void {
     this.#idleSince = now
+  }
+
+  /** @internal pool bookkeeping: where the idle index holds it */
+  get filedAs(): string | undefined {
+    return this.#filedAs
+  }
+
+  /** @internal */
+  fileAs(signature: string | undefined): void {
+    this.#filedAs = signature
   }
 
   /** @internal */
@@ -233,7 +245,9 @@ export class TargetPool {
     }
     conn.markIdle(now)
     this.#idle.add(conn)
+    this.budget.idleChanged(1)
     const signature = conn.carried?.signature
+    conn.fileAs(signature)
     if (signature !== undefined) {
       const set = this.#idleBySignature.get(signature)
       if (set === undefined) this.#idleBySignature.set(signature, new Set([conn]))
@@ -282,8 +296,10 @@ export class TargetPool {
   }
 
   #unidle(conn: PooledConnection): void {
-    this.#idle.delete(conn)
-    const signature = conn.carried?.signature
+    if (!this.#idle.delete(conn)) return
+    this.budget.idleChanged(-1)
+    const signature = conn.filedAs
+    conn.fileAs(undefined)
     if (signature === undefined) return
     const set = this.#idleBySignature.get(signature)
     if (set === undefined) return
@@ -301,14 +317,14 @@ export class TargetPool {
       return client.end().catch(() => {})
     }
     const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
-    const timer = setTimeout(() => stream?.destroy?.(), CLOSE_TIMEOUT_MS)
-    timer.unref()
+    const timer = this.#clock.setTimeout(() => stream?.destroy?.(), CLOSE_TIMEOUT_MS)
+    timer.unref?.()
     // The budget slot is freed once the socket is closed, so the server never sees more than the budget.
     return client
       .end()
       .catch(() => {})
       .finally(() => {
-        clearTimeout(timer)
+        this.#clock.clearTimeout(timer)
         this.#forget(conn)
       })
   }

@@ -68,15 +68,16 @@ export function bindTenant(
     }
     settings.set(isolation.setting, parsed.value)
   }
-  const password = target.redactions()
-  return Object.freeze({
+  const binding = {
     key,
     secretName: bundle.name,
     fingerprint: bundle.fingerprint,
     target,
     settings: TenantSettings.of(settings),
-    redactions: Object.freeze([connectionString, ...password]),
-  })
+  } as TenantBinding
+  // Not enumerable: no JSON.stringify, spread or inspect of a binding ever shows the URL or password.
+  Object.defineProperty(binding, 'redactions', { value: Object.freeze([connectionString, ...target.redactions()]) })
+  return Object.freeze(binding)
 }
 
 function callTenantFunction<T>(service: string, option: string, fn: (orgId: string) => T, orgId: string): T {

@@ -1,6 +1,7 @@
 import { inspect } from 'node:util'
 import pg from 'pg'
 import type { PoolClient, QueryConfig, QueryResult } from 'pg'
+import { TransactionClosedError } from '../hyperconn-error.js'
 import type { PoolLease, TenantKey } from '../tenant-types.js'
 
 type Callback = (err: Error | undefined, result: QueryResult | undefined) => void
@@ -68,14 +69,7 @@ export class TenantPool extends pg.Pool {
       lease.release(true)
       throw error
     }
-    const client = lease.client as PoolClient
-    let released = false
-    client.release = (destroy?: Error | boolean) => {
-      if (released) throw new Error(ALREADY_RELEASED)
-      released = true
-      lease.release(destroy)
-    }
-    return client
+    return checkedOutClient(lease)
   }
 
   toJSON(): { service: string; orgId: string; checkedOut: number; waiting: number } {
@@ -85,6 +79,33 @@ export class TenantPool extends pg.Pool {
   [inspect.custom](): string {
     return `TenantPool ${inspect(this.toJSON())}`
   }
+}
+
+/**
+ * The physical connection as a `pg.PoolClient` for one checkout: a proxy that stops working at
+ * `release()`, so a holder that kept it can never reach the connection once another tenant has it.
+ * What the holder ran on it cannot be seen, so the next checkout resets the connection.
+ */
+function checkedOutClient(lease: PoolLease): PoolClient {
+  const client = lease.client as PoolClient
+  let released = false
+  const refuse = (): never => {
+    throw new TransactionClosedError('this client was released to the pool; check out another with pool.connect()')
+  }
+  const release = (destroy?: Error | boolean): void => {
+    if (released) throw new Error(ALREADY_RELEASED)
+    released = true
+    lease.forgetCarried()
+    lease.release(destroy)
+  }
+  return new Proxy(client, {
+    get(target, property, receiver) {
+      if (property === 'release') return release
+      if (released && (property === 'query' || property === 'connect')) return refuse
+      const value: unknown = Reflect.get(target, property, receiver)
+      return value
+    },
+  })
 }
 
 // pg.Pool's query overloads (text or config, values, callback) keep their types: only the body is ours.

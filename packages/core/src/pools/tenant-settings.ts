@@ -1,3 +1,5 @@
+import type { QueryConfig } from 'pg'
+
 /**
  * A tenant's session settings (`search_path`, `app.tenant_id`, `statement_timeout`, ...): what makes one
  * connection serve one tenant. Computed once per secret version, compared by `signature` per checkout.
@@ -32,19 +34,15 @@ export class TenantSettings {
   }
 
   /**
-   * Parameters that move a connection carrying `carried` to these settings: every name of ours with its
-   * value, and every name `carried` has that we lack with NULL (reset to default).
+   * The statement that moves a connection carrying `carried` to these settings: every name of ours with
+   * its value, and every name `carried` has that we lack with NULL (reset to default). `local` applies
+   * them to the current transaction only.
    */
-  transitionFrom(carried: TenantSettings): [names: string[], values: (string | null)[]] {
-    const names: string[] = [...this.names]
-    const values: (string | null)[] = [...this.values]
-    for (const name of carried.names) {
-      if (!this.names.includes(name)) {
-        names.push(name)
-        values.push(null)
-      }
-    }
-    return [names, values]
+  transitionFrom(carried: TenantSettings, local: boolean): QueryConfig {
+    const values: (string | null)[] = []
+    for (let i = 0; i < this.names.length; i++) values.push(this.names[i] as string, this.values[i] as string)
+    for (const name of carried.names) if (!this.names.includes(name)) values.push(name, null)
+    return { ...setConfigStatement(values.length / 2, local), values }
   }
 
   toJSON(): { names: readonly string[] } {
@@ -52,9 +50,24 @@ export class TenantSettings {
   }
 }
 
-/** One round trip for any number of settings; `false` = session level, `true` = transaction-local. */
-export const APPLY_SESSION_SETTINGS = 'select set_config(n, v, false) from unnest($1::text[], $2::text[]) as s(n, v)'
-export const APPLY_LOCAL_SETTINGS = 'select set_config(n, v, true) from unnest($1::text[], $2::text[]) as s(n, v)'
+/**
+ * `select set_config($1, $2, false), set_config($3, $4, false), ...` for n settings (`true` for
+ * transaction-local), as a named statement: each connection parses and plans it once, then every
+ * checkout sends only the bound names and values — never SQL text built from them.
+ */
+function setConfigStatement(count: number, local: boolean): { name: string; text: string } {
+  const cache = local ? LOCAL_STATEMENTS : SESSION_STATEMENTS
+  let statement = cache[count]
+  if (statement === undefined) {
+    const calls = Array.from({ length: count }, (_, i) => `set_config($${2 * i + 1}, $${2 * i + 2}, ${local ? 'true' : 'false'})`)
+    statement = { name: `hc_set_${local ? 'local' : 'session'}_${count}`, text: `select ${calls.join(', ')}` }
+    cache[count] = statement
+  }
+  return statement
+}
+
+const SESSION_STATEMENTS: { name: string; text: string }[] = []
+const LOCAL_STATEMENTS: { name: string; text: string }[] = []
 
 // PostgreSQL GUC names: identifiers, custom ones with a dot ("app.tenant_id"); 63 bytes at most.
 const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)*$/

@@ -207,22 +207,22 @@ export class Registry implements AsyncDisposable {
     for (const r of results) if (r.status === 'fulfilled') byTarget.set(r.value.target.identity, r.value.key)
     await Promise.all(
       [...byTarget.values()].map(async (key) => {
-        const leases = await Promise.all(Array.from({ length: count }, () => this.#leases.acquire(key)))
-        await Promise.allSettled(leases.map((lease) => lease.prepare()))
-        for (const lease of leases) lease.release()
+        const leases = await Promise.allSettled(Array.from({ length: count }, () => this.#leases.acquire(key)))
+        for (const lease of leases) if (lease.status === 'fulfilled') lease.value.release()
+        const refused = leases.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+        if (refused !== undefined) throw refused.reason
       }),
     )
   }
 
   /**
-   * Forget one tenant's binding (its secret is read again on next use) and, if no other cached tenant
-   * uses its physical pool, drain and end that pool. Resolves when it has ended.
+   * Forget one tenant's binding (rebuilt from its cached secret, or the source, on next use) and, if no
+   * other cached tenant uses its physical pool, drain and end that pool. Resolves when it has ended.
    */
   async evict(service: string, orgId: string): Promise<void> {
     const key = this.#key(service, orgId)
     const binding = this.#bindings.delete(key)
     if (binding === undefined) return
-    this.#facades.get(service)?.clear()
     const pool = this.#pools.get(binding.target)
     if (pool === undefined) return
     const shared = this.#bindings.bindings().some((other) => other.target.identity === binding.target.identity)

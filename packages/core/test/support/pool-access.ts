@@ -67,6 +67,7 @@ export class TestPoolAccess implements TenantPoolAccess, AsyncDisposable {
       },
       query: (config, values) => client.query(config, values),
       prepare: () => Promise.resolve(),
+      forgetCarried: () => {},
       begin: async (sql) => {
         await client.query(sql)
       },
