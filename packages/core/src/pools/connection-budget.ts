@@ -40,9 +40,9 @@ export class ConnectionBudget {
     return this.#open < (this.#max ?? 1)
   }
 
-  /** A waiter could start now: an idle connection somewhere on the server, or room for a new one. */
-  get mayServe(): boolean {
-    return this.#idle > 0 || this.hasRoom()
+  /** Idle connections across the server's pools. */
+  get idle(): number {
+    return this.#idle
   }
 
   /** Pools report connections entering and leaving their idle lists. */

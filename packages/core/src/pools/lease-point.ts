@@ -57,7 +57,14 @@ interface Server {
   expiry: TimerHandle | undefined
   /** Idle connections of other pools being closed to make room in the budget. */
   roomPending: number
+  /**
+   * Queued waiters that room in the budget could start (held back by connections.max or maxPools, or
+   * not tried yet). Waiters held back by their pool's max or their tenant's share need a release instead.
+   */
+  roomWaiters: number
 }
+
+const NEEDS_ROOM: ReadonlySet<SaturatedLimit> = new Set(['connections.max', 'eviction.maxPools'])
 
 type Started = PooledConnection | Promise<PooledConnection>
 
@@ -96,10 +103,10 @@ export class LeasePoint {
   readonly #serve = (waiter: Waiter): boolean => {
     const started = this.#tryStart(waiter.usage, waiter.binding, waiter.server)
     if (typeof started === 'string') {
-      waiter.blockedBy = started
+      this.#blockedBy(waiter, started)
       return false
     }
-    waiter.server.byAge.delete(waiter)
+    this.#dequeued(waiter)
     waiter.resolve(started)
     return true
   }
@@ -199,6 +206,7 @@ export class LeasePoint {
       if (server.expiry !== undefined) this.#clock.clearTimeout(server.expiry)
       server.expiry = undefined
       server.byAge.clear()
+      server.roomWaiters = 0
       for (const waiter of server.queue.drain()) waiter.reject(new RegistryClosedError())
     }
     if (this.#checkedOut === 0) return Promise.resolve()
@@ -249,6 +257,7 @@ export class LeasePoint {
         byAge: new Set(),
         expiry: undefined,
         roomPending: 0,
+        roomWaiters: 0,
       }
       this.#servers.set(name, (server = created))
     }
@@ -282,6 +291,7 @@ export class LeasePoint {
     }
     return new Promise<PooledConnection>((resolve, reject) => {
       const waiter: Waiter = { usage, binding, server, since: this.#clock.now(), resolve, reject, blockedBy: 'connections.max' }
+      server.roomWaiters++
       server.queue.push(usage, waiter)
       server.byAge.add(waiter)
       server.expiry ??= this.#scheduleExpiry(server, this.#limits.acquireTimeoutMs)
@@ -306,8 +316,9 @@ export class LeasePoint {
       while (next !== undefined) {
         const current: Server = next
         let served: Waiter | undefined
-        // Nothing idle on the server and no room for a new connection: no waiter can start (saves a pass).
-        do served = current.budget.mayServe ? current.queue.serveOne(this.#serve, heldBy) : undefined
+        // Another pass only while something could start: an idle connection somewhere on the server, or
+        // room in the budget for a waiter that room can help. (A failing pass costs one try per tenant.)
+        do served = this.#mayServe(current) ? current.queue.serveOne(this.#serve, heldBy) : undefined
         while (served !== undefined)
         this.#redispatch.delete(current)
         next = first(this.#redispatch)
@@ -315,6 +326,24 @@ export class LeasePoint {
     } finally {
       this.#dispatching = false
     }
+  }
+
+  #mayServe(server: Server): boolean {
+    const budget = server.budget
+    return budget.idle > 0 || (server.roomWaiters > 0 && budget.hasRoom())
+  }
+
+  #blockedBy(waiter: Waiter, limit: SaturatedLimit): void {
+    const server = waiter.server
+    if (NEEDS_ROOM.has(waiter.blockedBy)) server.roomWaiters--
+    if (NEEDS_ROOM.has(limit)) server.roomWaiters++
+    waiter.blockedBy = limit
+  }
+
+  /** A waiter left the queue (served or expired). */
+  #dequeued(waiter: Waiter): void {
+    waiter.server.byAge.delete(waiter)
+    if (NEEDS_ROOM.has(waiter.blockedBy)) waiter.server.roomWaiters--
   }
 
   /** Rejects waiters past their deadline, oldest first, then sets the timer for the next one. */
@@ -405,8 +434,8 @@ export class LeasePoint {
   }
 
   #expire(server: Server, waiter: Waiter): void {
-    server.byAge.delete(waiter)
     if (!server.queue.remove(waiter.usage, waiter)) return
+    this.#dequeued(waiter)
     this.#forgetIdleUsage(waiter.usage)
     if (server.budget.discovering) {
       // 'auto' is still unknown: the first connection to the server has not come back.
@@ -507,14 +536,17 @@ class Lease implements PoolLease {
     if (this.#prepared) return
     if (this.#released) throw released()
     const target = this.#binding.settings
-    // The common case first, without the failure wrapper: the connection carries these settings already.
-    if (this.#conn.carried?.signature !== target.signature) {
-      await this.#applying(async () => {
-        const carried = await this.#knownState()
-        if (carried.signature === target.signature) return
-        await this.#conn.client.query(target.transitionFrom(carried, false))
-        this.#conn.carry(target)
-      })
+    const carried = this.#conn.carried
+    if (carried?.signature !== target.signature) {
+      try {
+        const known = carried ?? (await this.#reset())
+        if (known.signature !== target.signature) {
+          await this.#conn.client.query(target.transitionFrom(known, false))
+          this.#conn.carry(target)
+        }
+      } catch (error) {
+        throw this.#settingsFailed(error)
+      }
     }
     this.#prepared = true
   }
@@ -527,11 +559,20 @@ class Lease implements PoolLease {
   async begin(sql: string): Promise<void> {
     if (this.#released) throw released()
     const target = this.#binding.settings
-    const carried = await this.#applying(() => this.#knownState())
+    let carried: TenantSettings
+    try {
+      carried = this.#conn.carried ?? (await this.#reset())
+    } catch (error) {
+      throw this.#settingsFailed(error)
+    }
     await this.#conn.client.query(sql)
     this.#inTransaction = true
     if (carried.signature === target.signature) return
-    await this.#applying(() => this.#conn.client.query(target.transitionFrom(carried, true)))
+    try {
+      await this.#conn.client.query(target.transitionFrom(carried, true))
+    } catch (error) {
+      throw this.#settingsFailed(error)
+    }
   }
 
   /**
@@ -563,30 +604,24 @@ class Lease implements PoolLease {
   }
 
   /** Settings never half-applied: any failure makes the connection untrusted (destroyed on release). */
-  async #applying<T>(step: () => Promise<T>): Promise<T> {
-    try {
-      return await step()
-    } catch (error) {
-      this.#untrusted = true
-      const { service, orgId } = this.#binding.key
-      const sqlState = sqlStateOf(error)
-      const message = redactText(error instanceof Error ? error.message : String(error), this.#binding.redactions)
-      throw new ConnectionError(
-        `Could not apply the session settings of service "${service}", org "${orgId}" (${this.#binding.settings.names.join(', ') || 'reset'}): ${message}. ` +
-          "Check the setting names and values in the secret's options=-c ..., the service's tenantSettings and isolation.",
-        sqlState,
-        { cause: new Error(message) },
-      )
-    }
+  #settingsFailed(error: unknown): ConnectionError {
+    this.#untrusted = true
+    const { service, orgId } = this.#binding.key
+    const sqlState = sqlStateOf(error)
+    const message = redactText(error instanceof Error ? error.message : String(error), this.#binding.redactions)
+    return new ConnectionError(
+      `Could not apply the session settings of service "${service}", org "${orgId}" (${this.#binding.settings.names.join(', ') || 'reset'}): ${message}. ` +
+        "Check the setting names and values in the secret's options=-c ..., the service's tenantSettings and isolation.",
+      sqlState,
+      { cause: new Error(message) },
+    )
   }
 
   /**
    * A connection whose state a caller changed is reset to its defaults first (one extra round trip).
    * RESET ALL leaves the role and session authorization alone: those are reset explicitly.
    */
-  async #knownState(): Promise<TenantSettings> {
-    const carried = this.#conn.carried
-    if (carried !== undefined) return carried
+  async #reset(): Promise<TenantSettings> {
     await this.#conn.client.query('SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL')
     this.#conn.carry(TenantSettings.none)
     return TenantSettings.none

@@ -20,7 +20,8 @@ export class TenantSettings {
     this.names = names
     this.values = values
     this.signature = names.length === 0 ? '' : JSON.stringify([names, values])
-    Object.freeze(this)
+    // Not frozen: the two statements above are computed on first use.
+    Object.seal(this)
   }
 
   /** From validated name → value pairs; the caller checked names with `settingNameProblem`. */
@@ -39,6 +40,17 @@ export class TenantSettings {
    * them to the current transaction only.
    */
   transitionFrom(carried: TenantSettings, local: boolean): QueryConfig {
+    // The common case, from another tenant with the same setting names: one statement per settings object.
+    if (carried.names.every((name) => this.names.includes(name))) {
+      return local ? (this.#local ??= this.#statement(carried, true)) : (this.#session ??= this.#statement(carried, false))
+    }
+    return this.#statement(carried, local)
+  }
+
+  #session: QueryConfig | undefined
+  #local: QueryConfig | undefined
+
+  #statement(carried: TenantSettings, local: boolean): QueryConfig {
     const values: (string | null)[] = []
     for (let i = 0; i < this.names.length; i++) values.push(this.names[i] as string, this.values[i] as string)
     for (const name of carried.names) if (!this.names.includes(name)) values.push(name, null)
