@@ -276,9 +276,10 @@ describe('the connection budget', () => {
     await admin.query('SELECT pg_advisory_unlock(4242)')
     await Promise.all(started)
     const mine = Number((await theirs).rows[0]?.n)
-    // B's turn came at the first release, before any queued query of A: at most A's two running queries
-    // drew a number first (strict FIFO would have given B 103).
-    expect(mine).toBeLessThanOrEqual(3)
+    // B's turn came at the first release, before any queued query of A. A's two running queries drew 1
+    // and 2; B's statement then races on the server with the one queued query of A that the second
+    // release started, so B draws 3 or 4 (strict FIFO would have given B 103).
+    expect(mine).toBeLessThanOrEqual(4)
   })
 })
 

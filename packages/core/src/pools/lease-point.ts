@@ -316,10 +316,11 @@ export class LeasePoint {
       while (next !== undefined) {
         const current: Server = next
         let served: Waiter | undefined
-        // Another pass only while something could start: an idle connection somewhere on the server, or
-        // room in the budget for a waiter that room can help. (A failing pass costs one try per tenant.)
-        do served = this.#mayServe(current) ? current.queue.serveOne(this.#serve, heldBy) : undefined
-        while (served !== undefined)
+        // One pass always (a release or a close freed something); another only while something could still
+        // start: an idle connection on the server, or budget room for a waiter room can help. A failing
+        // pass costs one try per waiting tenant, so it is not repeated for nothing.
+        do served = current.queue.serveOne(this.#serve, heldBy)
+        while (served !== undefined && this.#mayServe(current))
         this.#redispatch.delete(current)
         next = first(this.#redispatch)
       }
