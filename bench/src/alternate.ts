@@ -26,3 +26,20 @@ export async function alternate<A, B>(
   }
   return result
 }
+
+/**
+ * ABC…ABC…: the same idea for more than two contenders. Round i runs each contender once, in the
+ * order given, back to back; every figure is then compared within its round. No warm-up here: the
+ * caller warms each contender inside its own run (the scale scenario rebuilds them every round).
+ */
+export async function alternateEach<K extends string, R>(
+  rounds: number,
+  contenders: Readonly<Record<K, (round: number) => Promise<R>>>,
+): Promise<Record<K, R[]>> {
+  const names = Object.keys(contenders) as K[]
+  const result = Object.fromEntries(names.map((name) => [name, [] as R[]])) as Record<K, R[]>
+  for (let round = 0; round < rounds; round++) {
+    for (const name of names) result[name].push(await contenders[name](round))
+  }
+  return result
+}

@@ -18,7 +18,7 @@ export interface BenchEnv {
   /** Tenant-role URL of the bench database: what every tenant secret points at. */
   readonly tenantUrl: string
   readonly secretsManager: FakeSecretsManager
-  /** The embedded server's max_connections (testkit sets 400). */
+  /** The embedded server's max_connections (testkit: 100, PostgreSQL's default). */
   readonly maxConnections: number
   /** Creates `bench-${prefix}${i}` secrets once per prefix; returns the org ids. */
   tenants(prefix: string, count: number): string[]

@@ -16,13 +16,22 @@ export interface HyperconnPg {
 }
 
 export interface HyperconnPgOptions {
-  readonly poolMax: number
+  /** pg.Pool `max` (with ours' other pool settings, see poolOptions); omitted = its defaults (no pgOptions: pg's own). */
+  readonly poolMax?: number
+  /** Default SERVICE ('core'). */
+  readonly service?: string
   readonly poolManagement?: { maxPools?: number; idleTtlMs?: number }
   /**
    * Memory scenario only: answer its secret lookups from memory instead of the SDK, as ours does
    * there (see scenario-memory.ts). What it keeps per tenant does not depend on the transport.
    */
   readonly secretsFromMemory?: (name: string) => unknown
+  /**
+   * Give each pool it creates a no-op 'error' listener the first time it is returned. It registers
+   * none, so an idle client whose backend goes away (the server at its connection limit, a restart)
+   * would crash the bench with an unhandled 'error' event. Costs one WeakSet lookup per call.
+   */
+  readonly guardPoolErrors?: boolean
 }
 
 /** The private fields we touch, read from dist/postgresManager/postgresManager.service.js. */
@@ -33,11 +42,12 @@ interface Internals {
 
 export async function createHyperconnPg(options: HyperconnPgOptions): Promise<HyperconnPg> {
   const manager = new PostgresManagerService()
+  const service = options.service ?? SERVICE
   await manager.initialize({
     projectName: PROJECT,
     secretManager: { ...FAKE_CREDENTIALS, region: REGION },
-    services: [{ serviceName: SERVICE }],
-    pgOptions: poolOptions(options.poolMax),
+    services: [{ serviceName: service }],
+    ...(options.poolMax === undefined ? {} : { pgOptions: poolOptions(options.poolMax) }),
     ...(options.poolManagement === undefined ? {} : { poolManagement: options.poolManagement }),
   })
   const internals = manager as unknown as Internals
@@ -45,8 +55,18 @@ export async function createHyperconnPg(options: HyperconnPgOptions): Promise<Hy
   if (fromMemory !== undefined) {
     internals.secretsManagerService = { fetchSecretValue: (name) => Promise.resolve(fromMemory(name)) }
   }
+  const guarded = new WeakSet<pg.Pool>()
+  const guard = (pool: pg.Pool): pg.Pool => {
+    if (!guarded.has(pool)) {
+      guarded.add(pool)
+      pool.on('error', () => {})
+    }
+    return pool
+  }
   return {
-    getConnection: (orgId) => manager.getConnection(SERVICE, orgId),
+    getConnection: options.guardPoolErrors === true
+      ? async (orgId) => guard(await manager.getConnection(service, orgId))
+      : (orgId) => manager.getConnection(service, orgId),
     async close() {
       const pools = Object.values(internals.pools).map((entry) => entry.pool)
       internals.pools = {}

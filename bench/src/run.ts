@@ -12,10 +12,11 @@ import { churn } from './scenario-churn.js'
 import { coldStart } from './scenario-cold-start.js'
 import { hotPath } from './scenario-hot-path.js'
 import { memory } from './scenario-memory.js'
+import { scale, scaleChartSvg } from './scenario-scale.js'
 import { sharedTransaction } from './scenario-shared-transaction.js'
 import type { Scenario, ScenarioResult } from './scenario-types.js'
 
-const SCENARIOS: readonly Scenario[] = [hotPath, adapterOverhead, sharedTransaction, coldStart, churn, memory]
+const SCENARIOS: readonly Scenario[] = [hotPath, adapterOverhead, sharedTransaction, coldStart, churn, memory, scale]
 
 const ROUNDS_NOTE =
   'Each ratio is ours/baseline per round; contenders alternate (ABAB…) within one run, so both see the same machine state. ' +
@@ -81,6 +82,14 @@ console.log()
 console.log(markdownMachine(finalMachine, totalSeconds, ROUNDS_NOTE))
 console.log()
 console.log(scenarioNotes(results))
+
+// The scale chart is drawn in smoke runs too (so CI exercises the generator) but only a full run writes it.
+const scaleResult = results.find((result) => result.id === scale.id)
+const chart = scaleResult === undefined ? undefined : scaleChartSvg(scaleResult)
+if (chart !== undefined && !flags.smoke) {
+  await writeFile(fileURLToPath(new URL('../scale-chart.svg', import.meta.url)), chart)
+  log('wrote bench/scale-chart.svg')
+}
 
 const report = { mode: flags.smoke ? 'smoke' : 'full', machine: finalMachine, totalSeconds, results, failed }
 await writeFile(fileURLToPath(new URL('../results.json', import.meta.url)), `${JSON.stringify(report, null, 2)}\n`)

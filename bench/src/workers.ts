@@ -19,6 +19,21 @@ export function forEachConcurrently<T>(
   return runWorkers(concurrency, () => next < items.length, () => task(items[next++] as T))
 }
 
+/**
+ * `concurrency` workers take indexes 0 … count-1 in order, but start none after `limitMs`: a pass over
+ * every tenant that a slow or failing contender cannot stretch. completed + errors < count = cut short.
+ */
+export function forRangeWithin(
+  count: number,
+  concurrency: number,
+  limitMs: number,
+  task: (index: number) => Promise<void>,
+): Promise<WorkerRun> {
+  const deadline = performance.now() + limitMs
+  let next = 0
+  return runWorkers(concurrency, () => next < count && performance.now() < deadline, () => task(next++))
+}
+
 /** `workers` workers issue requests back to back until `durationMs` has passed; in-flight ones finish. */
 export function runForDuration(workers: number, durationMs: number, task: (seq: number) => Promise<void>): Promise<WorkerRun> {
   const deadline = performance.now() + durationMs
