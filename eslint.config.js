@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint'
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', '**/.turbo/**', '**/*.config.ts', '**/*.config.js', '*.config.base.ts',
     // consumer programs of the packed-tarball test: compiled and run against the packed packages
-    'tests/packed/fixtures/**'] },
+    'tests/packed/fixtures/**', 'tests/readme/.generated/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -25,7 +25,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['apps/**', 'bench/**', 'packages/testkit/**', 'tests/packed/**', 'scripts/**', '**/*.test.ts', '**/test/**'],
+    files: ['apps/**', 'bench/**', 'packages/testkit/**', 'tests/packed/**', 'tests/readme/**', 'scripts/**', '**/*.test.ts', '**/test/**'],
     rules: { 'no-console': 'off', '@typescript-eslint/require-await': 'off', '@typescript-eslint/unbound-method': 'off' },
   },
 )
