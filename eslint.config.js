@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint'
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', '**/.turbo/**', '**/*.config.ts', '**/*.config.js', '*.config.base.ts',
     // consumer programs of the packed-tarball test: compiled and run against the packed packages
-    'tests/packed/fixtures/**', 'tests/readme/.generated/**'] },
+    'tests/packed/fixtures/**', 'tests/readme/.generated/**', 'docs/api/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
