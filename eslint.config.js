@@ -2,7 +2,9 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/node_modules/**', '**/.turbo/**', '**/*.config.ts', '**/*.config.js', '*.config.base.ts'] },
+  { ignores: ['**/dist/**', '**/node_modules/**', '**/.turbo/**', '**/*.config.ts', '**/*.config.js', '*.config.base.ts',
+    // consumer programs of the packed-tarball test: compiled and run against the packed packages
+    'tests/packed/fixtures/**', 'tests/readme/.generated/**', 'docs/api/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -23,7 +25,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['apps/**', 'bench/**', 'packages/testkit/**', '**/*.test.ts', '**/test/**'],
+    files: ['apps/**', 'bench/**', 'packages/testkit/**', 'tests/packed/**', 'tests/readme/**', 'scripts/**', '**/*.test.ts', '**/test/**'],
     rules: { 'no-console': 'off', '@typescript-eslint/require-await': 'off', '@typescript-eslint/unbound-method': 'off' },
   },
 )

@@ -9,7 +9,7 @@ import type { EntryPoint, TenantOrms, Via, WhereAmI } from './support/fixture.js
 // database. Transactions from all four entry points and autocommit flows interleave through all three
 // ORMs; every statement must see its own tenant's database and only its own transaction. The 40
 // transactions are all open at once (a barrier), so the budget must hold them plus their neighbours'
-// queries. Listed in .ci/node24-tests: Node 24 builds AsyncLocalStorage on AsyncContextFrame.
+// queries. .ci/run runs it on Node 24 too, which builds AsyncLocalStorage on AsyncContextFrame.
 
 const TENANTS = 10
 const FLOWS = 50
