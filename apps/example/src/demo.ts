@@ -68,18 +68,135 @@ function skuWithStock(s: Snapshot, atLeast: number): string {
  * only after the signal handlers below are installed, so that an early Ctrl-C still ends cleanly.
  */
 async function loadApp() {
-  const [config, environment, app, registry] = await Promise.all([
+  const [config, environment, app, registry, pricing, reviews] = await Promise.all([
     import('./shop-config.js'),
     import('./shop-environment.js'),
     import('./shop-app.js'),
     import('./shop-registry.js'),
+    import('./pricing-schemas.js'),
+    import('./reviews-policy.js'),
   ])
-  return { ...config, ...environment, ...app, ...registry }
+  return { ...config, ...environment, ...app, ...registry, ...pricing, ...reviews }
+}
+
+/** Requests in flight at once when the demo sweeps over every store. */
+const SWEEP_CONCURRENCY = 16
+
+interface Sweep {
+  /** Stores answered 200 with exactly the rows they should see. */
+  complete: number
+  rows: number
+  /** Rows that name another store than the one that asked: must stay 0. */
+  foreign: number
+  problems: string[]
+}
+
+/** Calls `read` for every store, `concurrency` at a time, and counts what came back. */
+async function sweep(
+  orgIds: readonly string[],
+  concurrency: number,
+  read: (orgId: string) => Promise<{ status: number; owners: readonly string[] | undefined; expected: number }>,
+): Promise<Sweep> {
+  const result: Sweep = { complete: 0, rows: 0, foreign: 0, problems: [] }
+  let next = 0
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, orgIds.length) }, async () => {
+      for (let i = next++; i < orgIds.length; i = next++) {
+        const orgId = orgIds[i] as string
+        const { status, owners, expected } = await read(orgId)
+        if (status !== 200 || owners === undefined) {
+          result.problems.push(`${orgId}: HTTP ${status}`)
+          continue
+        }
+        const foreign = owners.filter((owner) => owner !== orgId).length
+        result.rows += owners.length
+        result.foreign += foreign
+        if (foreign === 0 && owners.length === expected) result.complete++
+        else result.problems.push(`${orgId}: ${owners.length} rows (expected ${expected}), ${foreign} of another store`)
+      }
+    }),
+  )
+  return result
+}
+
+/**
+ * Hundreds of stores on one shared database: each service on one physical pool whatever the number of
+ * tenants, the tenant applied per checkout (search_path, app.tenant_id), and no row crossing over.
+ * Returns the number of physical pools it added.
+ */
+async function sharedPools(
+  client: ShopClient,
+  stores: readonly string[],
+  expected: { shopTenants: number; prices: (orgId: string) => number; reviews: (orgId: string) => number },
+): Promise<number> {
+  const [first, second] = stores
+  if (first === undefined || second === undefined) throw new Error('the shared-pools section needs at least two stores')
+  const n = stores.length
+  section(`Shared pools: ${n} stores, each in pricing (a schema per store) and in reviews (one table, row-level security)`)
+  const before = (await client.stats()).body
+  const started = performance.now()
+
+  const prices = await sweep(stores, SWEEP_CONCURRENCY, async (orgId) => {
+    const { status, body } = await client.prices(orgId)
+    return { status, owners: body.prices?.map((p) => p.orgId), expected: expected.prices(orgId) }
+  })
+  check(
+    prices.complete === n && prices.foreign === 0,
+    `GET /prices for ${n} stores, ${SWEEP_CONCURRENCY} at a time (Kysely; search_path "org_<orgId>"): ${prices.complete} complete, ${prices.rows} rows, ${prices.foreign} of another store`,
+  )
+  const reviews = await sweep(stores, SWEEP_CONCURRENCY, async (orgId) => {
+    const { status, body } = await client.reviews(orgId)
+    return { status, owners: body.reviews?.map((r) => r.tenantId), expected: expected.reviews(orgId) }
+  })
+  check(
+    reviews.complete === n && reviews.foreign === 0,
+    `GET /reviews for ${n} stores, ${SWEEP_CONCURRENCY} at a time (Drizzle; app.tenant_id, no WHERE): ${reviews.complete} complete, ${reviews.rows} rows, ${reviews.foreign} of another store`,
+  )
+  for (const problem of [...prices.problems, ...reviews.problems].slice(0, 5)) say(`  ${problem}`)
+  const elapsed = performance.now() - started
+
+  const posted = await client.addReview(first, { sku: 'mug', stars: 3, body: 'Chipped on arrival' })
+  const review = posted.body.review
+  check(
+    posted.status === 201 && review?.tenantId === first,
+    `${first}: POST /reviews → ${posted.status}, tenant_id "${review?.tenantId}" filled in by the column default from app.tenant_id`,
+  )
+  const [seenByFirst, seenBySecond] = await Promise.all([client.reviews(first), client.reviews(second)])
+  const foreignToSecond = seenBySecond.body.reviews?.filter((r) => r.tenantId !== second).length
+  check(
+    seenByFirst.body.reviews?.some((r) => r.id === review?.id) === true && foreignToSecond === 0,
+    `${first} sees its new review #${review?.id}; ${second} sees ${foreignToSecond} rows of another store`,
+  )
+  const unknown = `store-x${randomBytes(2).toString('hex')}`
+  const [unknownPrices, unknownReviews] = await Promise.all([client.prices(unknown), client.reviews(unknown)])
+  check(
+    unknownPrices.status === 404 && unknownReviews.status === 404,
+    `unknown ${unknown}: GET /prices → ${unknownPrices.status}, GET /reviews → ${unknownReviews.status}`,
+  )
+
+  const after = (await client.stats()).body
+  const added = after.pools.list.filter((pool) => !before.pools.list.some((old) => old.name === pool.name))
+  const created = after.pools.created - before.pools.created
+  const connections = added.reduce((sum, pool) => sum + pool.total, 0)
+  check(
+    created === 2 && added.length === 2,
+    `${2 * n} tenants (${n} stores × 2 services) on ${created} physical pools, one per service (one database, two login roles), ${connections} connections:`,
+  )
+  for (const pool of added) say(`  ${pool.name}: ${pool.total} connections`)
+  for (const server of after.servers) {
+    say(`budget of ${server.server}: max ${server.max ?? 'auto'}, ${server.open} open, peak ${server.peak}, ${server.waiting} waiting`)
+  }
+  check(
+    after.tenants.cached === expected.shopTenants + 2 * n,
+    `tenants cached: ${after.tenants.cached} (${expected.shopTenants} shops + ${n} stores × 2 services; the stores were warmed at start-up)`,
+  )
+  say(`${2 * n} requests in ${Math.round(elapsed)} ms`)
+  return created
 }
 
 async function scenario(): Promise<void> {
   console.log('hyperconn demo: a multi-tenant shop; Drizzle, Kysely and Knex in one transaction per order')
-  const { readShopConfig, startShopEnvironment, createShopApp, shopSecretName } = await loadApp()
+  const { readShopConfig, startShopEnvironment, createShopApp, shopSecretName, priceListFor, reviewsFor } = await loadApp()
   const config = readShopConfig()
   const [tenantA, tenantB, tenantC] = config.tenants
   if (tenantA === undefined || tenantB === undefined) throw new Error('the demo needs at least two tenants')
@@ -205,6 +322,19 @@ async function scenario(): Promise<void> {
   }
   check((await client.stats()).body.pools.count === poolsBefore, `still ${poolsBefore} pools: none for the unknown tenant`)
 
+  let sharedPoolCount = 0
+  const stores = config.mode === 'local' ? (config.sharedTenants ?? []) : []
+  if (stores.length >= 2) {
+    sharedPoolCount = await sharedPools(client, stores, {
+      shopTenants: config.tenants.length,
+      prices: (orgId) => priceListFor(orgId).length,
+      reviews: (orgId) => reviewsFor(orgId).length,
+    })
+  } else {
+    section('Shared pools')
+    say(config.mode === 'local' ? 'skipped: HYPERCONN_SHARED_TENANTS is below 2' : 'skipped: the stores are provisioned in local mode only')
+  }
+
   section('Registry stats (GET /stats)')
   const stats = (await client.stats()).body
   say(`pools: ${stats.pools.count} open (${stats.pools.list.map((p) => p.name).sort().join(', ')}), ${stats.pools.created} created, ${stats.evictions.total} evicted`)
@@ -214,7 +344,10 @@ async function scenario(): Promise<void> {
   const cache = stats.secretCache
   say(`secret cache: ${cache.entries} entries, ${cache.fetches} fetches, ${cache.hits} hits, ${cache.misses} misses, ${cache.negativeHits} negative hits`)
   if (local !== undefined) say(`GetSecretValue calls received by the endpoint: ${local.secretsManager.getSecretValueCalls()}`)
-  check(stats.pools.count === config.tenants.length, `one pool per known tenant (${config.tenants.length})`)
+  check(
+    stats.pools.count === config.tenants.length + sharedPoolCount,
+    `one pool per shop tenant (${config.tenants.length})${sharedPoolCount === 0 ? '' : ` + one per shared service (${sharedPoolCount})`}`,
+  )
 }
 
 let finishing: Promise<never> | undefined

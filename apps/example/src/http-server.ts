@@ -2,6 +2,7 @@ import Fastify from 'fastify'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Registry } from '@hyperconn/core'
 import { toHttpError } from './http-errors.js'
+import type { NewReview } from './reviews-repository.js'
 import type { PlaceOrderInput, ShopService } from './shop-service.js'
 import { orgIdFromHeaders } from './tenant-header.js'
 
@@ -32,6 +33,20 @@ const placeOrderSchema = {
           properties: { sku: SKU, quantity: { type: 'integer', minimum: 1, maximum: 10_000 } },
         },
       },
+    },
+  },
+} as const
+
+// No tenant field: a review belongs to the x-org-id that sent it (the database fills tenant_id in).
+const addReviewSchema = {
+  body: {
+    type: 'object',
+    required: ['sku', 'stars', 'body'],
+    additionalProperties: false,
+    properties: {
+      sku: SKU,
+      stars: { type: 'integer', minimum: 1, maximum: 5 },
+      body: { type: 'string', minLength: 1, maxLength: 2_000 },
     },
   },
 } as const
@@ -79,6 +94,14 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   app.get('/orders', async (request) => ({ orders: await shop.listOrders(tenantOf(request)) }))
   app.get('/stock', async (request) => ({ stock: await shop.listStock(tenantOf(request)) }))
   app.get('/audit', async (request) => ({ entries: await shop.listAudit(tenantOf(request)) }))
+
+  // The stores: many tenants per database, one physical pool per service.
+  app.get('/prices', async (request) => ({ prices: await shop.listPrices(tenantOf(request)) }))
+  app.get('/reviews', async (request) => ({ reviews: await shop.listReviews(tenantOf(request)) }))
+  app.post<{ Body: NewReview }>('/reviews', { schema: addReviewSchema }, async (request, reply) => {
+    const review = await shop.addReview(tenantOf(request), request.body)
+    return reply.status(201).send({ review })
+  })
 
   return app
 }

@@ -65,6 +65,11 @@ startup = (async () => {
   const address = await app.http.listen({ port, host })
   console.log(`shop ready on ${address}; tenants: ${config.tenants.join(', ')}`)
   console.log(`  curl -s -H 'x-org-id: ${config.tenants[0] ?? 'acme'}' ${address}/stock`)
+  const stores = env.local?.shared?.orgIds ?? []
+  if (stores.length > 0) {
+    console.log(`stores on the shared database: ${stores[0]} … ${stores.at(-1)} (${stores.length})`)
+    console.log(`  curl -s -H 'x-org-id: ${stores[0]}' ${address}/prices`)
+  }
 })()
 
 try {

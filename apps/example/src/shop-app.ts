@@ -9,7 +9,11 @@ import { InventoryRepository } from './inventory-repository.js'
 import type { InventoryDatabase } from './inventory-repository.js'
 import { OrdersRepository } from './orders-repository.js'
 import { ordersSchema } from './orders-table.js'
-import { SHOP_SERVICE } from './shop-registry.js'
+import { PricesRepository } from './prices-repository.js'
+import type { PricingDatabase } from './prices-repository.js'
+import { ReviewsRepository } from './reviews-repository.js'
+import { reviewsSchema } from './reviews-table.js'
+import { PRICING_SERVICE, REVIEWS_SERVICE, SHOP_SERVICE } from './shop-registry.js'
 import { ShopService } from './shop-service.js'
 
 export interface ShopAppOptions {
@@ -25,18 +29,26 @@ export interface ShopApp {
   close(): Promise<void>
 }
 
-/** Composition root: three ORM adapters on one registry → repositories → service → HTTP. */
+/**
+ * Composition root: ORM adapters on one registry → repositories → service → HTTP. Each shop has its own
+ * database (three ORMs in one transaction); the stores share one database: prices in a schema per store
+ * (Kysely), reviews in one table behind row-level security (Drizzle).
+ */
 export function createShopApp(options: ShopAppOptions): ShopApp {
   const { registry } = options
   const drizzle = createDrizzleAdapter(registry, { service: SHOP_SERVICE, schema: ordersSchema })
   const kysely = createKyselyAdapter<InventoryDatabase>(registry, { service: SHOP_SERVICE })
   const knex = createKnexAdapter(registry, { service: SHOP_SERVICE })
+  const pricing = createKyselyAdapter<PricingDatabase>(registry, { service: PRICING_SERVICE })
+  const reviews = createDrizzleAdapter(registry, { service: REVIEWS_SERVICE, schema: reviewsSchema })
 
   const shop = new ShopService({
     registry,
     orders: new OrdersRepository(drizzle.getDb),
     inventory: new InventoryRepository(kysely.getDb),
     audit: new AuditRepository(knex.getDb),
+    prices: new PricesRepository(pricing.getDb),
+    reviews: new ReviewsRepository(reviews.getDb),
   })
   const http = createHttpServer({ shop, registry, logger: options.logger ?? false })
   let closing: Promise<void> | undefined

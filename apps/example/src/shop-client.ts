@@ -1,6 +1,9 @@
 import type { AuditEntry } from './audit-repository.js'
 import type { StockItem } from './inventory-repository.js'
 import type { Order } from './orders-table.js'
+import type { Price } from './prices-repository.js'
+import type { NewReview } from './reviews-repository.js'
+import type { Review } from './reviews-table.js'
 import type { PlacedOrder, PlaceOrderInput } from './shop-service.js'
 import { TENANT_HEADER } from './tenant-header.js'
 import type { RegistryStats } from '@hyperconn/core'
@@ -20,6 +23,9 @@ export interface ShopClient {
   orders(orgId: string | undefined): Promise<ShopResponse<{ orders: Order[] } & ErrorBody>>
   stock(orgId: string | undefined): Promise<ShopResponse<{ stock: StockItem[] } & ErrorBody>>
   audit(orgId: string | undefined): Promise<ShopResponse<{ entries: AuditEntry[] } & ErrorBody>>
+  prices(orgId: string | undefined): Promise<ShopResponse<{ prices: Price[] } & ErrorBody>>
+  reviews(orgId: string | undefined): Promise<ShopResponse<{ reviews: Review[] } & ErrorBody>>
+  addReview(orgId: string | undefined, review: NewReview): Promise<ShopResponse<{ review: Review } & ErrorBody>>
 }
 
 export interface ErrorBody {
@@ -46,5 +52,8 @@ export function createShopClient(baseUrl: string): ShopClient {
     orders: (orgId) => call('GET', '/orders', orgId),
     stock: (orgId) => call('GET', '/stock', orgId),
     audit: (orgId) => call('GET', '/audit', orgId),
+    prices: (orgId) => call('GET', '/prices', orgId),
+    reviews: (orgId) => call('GET', '/reviews', orgId),
+    addReview: (orgId, review) => call('POST', '/reviews', orgId, review),
   }
 }

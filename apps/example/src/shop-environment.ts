@@ -3,17 +3,28 @@ import type { Logger, Registry, SecretSource } from '@hyperconn/core'
 import { startFakeSecretsManager, startPostgres } from '@hyperconn/testkit'
 import type { FakeSecretsManager } from '@hyperconn/testkit'
 import { CleanupStack } from './cleanup-stack.js'
+import { provisionSharedTenants } from './local-shared-tenants.js'
+import type { LocalSharedTenants } from './local-shared-tenants.js'
 import { provisionLocalTenants } from './local-tenants.js'
 import type { LocalTenantDatabase } from './local-tenants.js'
 import type { ShopConfig } from './shop-config.js'
-import { createShopRegistry } from './shop-registry.js'
+import { createShopRegistry, PRICING_SERVICE, REVIEWS_SERVICE } from './shop-registry.js'
 import { prepareTenantDatabases } from './tenant-databases.js'
 
 export interface ShopEnvironment {
   readonly config: ShopConfig
   readonly registry: Registry
-  /** Only in local mode: the fake Secrets Manager and the tenant databases behind it. */
-  readonly local: { secretsManager: FakeSecretsManager; databases: readonly LocalTenantDatabase[] } | undefined
+  /**
+   * Only in local mode: the fake Secrets Manager, the shop tenants' databases behind it, and the stores
+   * database (undefined when the config names no store).
+   */
+  readonly local:
+    | {
+        secretsManager: FakeSecretsManager
+        databases: readonly LocalTenantDatabase[]
+        shared: LocalSharedTenants | undefined
+      }
+    | undefined
   /** Closes the registry, then everything this environment started. Rejects with an AggregateError of what failed. */
   close(): Promise<void>
 }
@@ -51,7 +62,7 @@ export async function startShopEnvironment(
   const cleanup = new CleanupStack()
   try {
     let secrets: SecretSource
-    let local: ShopEnvironment['local']
+    let localServices: { adminUrl: string; secretsManager: FakeSecretsManager } | undefined
     if (config.mode === 'local') {
       let adminUrl = config.adminUrl
       if (adminUrl === undefined) {
@@ -63,26 +74,65 @@ export async function startShopEnvironment(
       const secretsManager = await startFakeSecretsManager({ region: LOCAL_REGION })
       cleanup.defer('fake Secrets Manager', () => secretsManager.close())
       step(`local Secrets Manager endpoint at ${secretsManager.endpoint}`)
-      const databases = await provisionLocalTenants({ adminUrl, secretsManager, project: config.project, orgIds: config.tenants })
-      // An embedded server is deleted with all its databases; someone else's server (tests) is tidied up.
-      if (config.adminUrl !== undefined) {
-        for (const database of databases) cleanup.defer(`database of ${database.orgId}`, () => database.dispose())
-      }
-      step(`created ${databases.length} tenant databases, each owned by its own login role`)
       // The real AWS SDK path: SigV4-signed GetSecretValue over HTTP, only the endpoint is local.
       secrets = awsSecretsManager({ region: LOCAL_REGION, endpoint: secretsManager.endpoint, credentials: LOCAL_CREDENTIALS })
-      local = { secretsManager, databases }
+      localServices = { adminUrl, secretsManager }
     } else {
       // Region and credentials from the default chains (env, profile, SSO, container/instance role).
       secrets = awsSecretsManager(config.region === undefined ? {} : { region: config.region })
-      local = undefined
     }
+    // Databases created below are dropped after the registry (closed first) has let go of them. An
+    // embedded server is deleted with all its databases; someone else's server (tests) is tidied up.
+    const databases = new CleanupStack()
+    cleanup.defer('databases', async () => {
+      const failures = await databases.run()
+      if (failures.length > 0) throw new AggregateError(failures, failures.map((f) => f.message).join('; '))
+    })
     const registry = createShopRegistry({
       project: config.project,
       secrets,
       ...(options.logger === undefined ? {} : { logger: options.logger }),
     })
     cleanup.defer('registry', () => registry.close({ timeoutMs: 5_000 }))
+
+    let local: ShopEnvironment['local']
+    if (config.mode === 'local' && localServices !== undefined) {
+      const { adminUrl, secretsManager } = localServices
+      const stores = config.sharedTenants ?? []
+      const clash = stores.find((orgId) => config.tenants.includes(orgId))
+      if (clash !== undefined) throw new Error(`"${clash}" is both a shop tenant and a store: one secret cannot be both`)
+      const tidy = config.adminUrl !== undefined
+      const [own, storesDatabase] = await Promise.allSettled([
+        provisionLocalTenants({ adminUrl, secretsManager, project: config.project, orgIds: config.tenants }),
+        stores.length === 0
+          ? undefined
+          : provisionSharedTenants({
+              adminUrl,
+              secretsManager,
+              project: config.project,
+              orgIds: stores,
+              // Fetches the secrets and binds the tenants while PostgreSQL is busy creating their schemas.
+              whileOnboarding: () => warmStores(registry, stores),
+            }),
+      ])
+      if (tidy) {
+        for (const database of own.status === 'fulfilled' ? own.value : []) {
+          databases.defer(`database of ${database.orgId}`, () => database.dispose())
+        }
+        const shared = storesDatabase.status === 'fulfilled' ? storesDatabase.value : undefined
+        if (shared !== undefined) databases.defer('stores database', () => shared.dispose())
+      }
+      if (own.status === 'rejected') throw own.reason
+      if (storesDatabase.status === 'rejected') throw storesDatabase.reason
+      const shared = storesDatabase.value
+      step(`created ${own.value.length} tenant databases, each owned by its own login role`)
+      if (shared !== undefined) {
+        step(`created one database for ${stores.length} stores: pricing in a schema org_<orgId> each (role ${shared.pricingUser}),`)
+        step(`  reviews in one table behind row-level security on app.tenant_id (role ${shared.reviewsUser}: not owner, no BYPASSRLS);`)
+        step(`  their secrets fetched and bound ahead of traffic (registry.warm) while the schemas were being created`)
+      }
+      local = { secretsManager, databases: own.value, shared }
+    }
     await prepareTenantDatabases(registry, config.tenants, { seed: config.seed })
     step(`migrated${config.seed ? ' and seeded' : ''} ${config.tenants.join(', ')} through their secrets`)
     return {
@@ -100,4 +150,10 @@ export async function startShopEnvironment(
     const reason = error instanceof Error ? error.message : String(error)
     throw new AggregateError([error, ...failures], `${reason}; cleaning up after it failed too: ${failures.map((f) => f.message).join('; ')}`)
   }
+}
+
+/** Secrets and tenant bindings of every store, for both services (the second finds the secrets cached). */
+async function warmStores(registry: Registry, orgIds: readonly string[]): Promise<void> {
+  await registry.warm(orgIds, PRICING_SERVICE)
+  await registry.warm(orgIds, REVIEWS_SERVICE)
 }

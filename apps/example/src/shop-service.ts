@@ -3,6 +3,9 @@ import type { AuditEntry, AuditRepository } from './audit-repository.js'
 import type { InventoryRepository, StockItem } from './inventory-repository.js'
 import type { Order, OrderItem } from './orders-table.js'
 import type { OrdersRepository } from './orders-repository.js'
+import type { Price, PricesRepository } from './prices-repository.js'
+import type { NewReview, ReviewsRepository } from './reviews-repository.js'
+import type { Review } from './reviews-table.js'
 import { SHOP_SERVICE } from './shop-registry.js'
 
 export interface PlaceOrderInput {
@@ -22,6 +25,10 @@ export interface ShopServiceDependencies {
   orders: OrdersRepository
   inventory: InventoryRepository
   audit: AuditRepository
+  /** Stores' price lists: a schema per store in the stores database. */
+  prices: PricesRepository
+  /** Stores' reviews: one table for all stores, behind row-level security. */
+  reviews: ReviewsRepository
 }
 
 /** Use cases of the shop. Knows tenants and transactions, not HTTP. */
@@ -30,12 +37,16 @@ export class ShopService {
   readonly #orders: OrdersRepository
   readonly #inventory: InventoryRepository
   readonly #audit: AuditRepository
+  readonly #prices: PricesRepository
+  readonly #reviews: ReviewsRepository
 
   constructor(dependencies: ShopServiceDependencies) {
     this.#registry = dependencies.registry
     this.#orders = dependencies.orders
     this.#inventory = dependencies.inventory
     this.#audit = dependencies.audit
+    this.#prices = dependencies.prices
+    this.#reviews = dependencies.reviews
   }
 
   /**
@@ -70,6 +81,18 @@ export class ShopService {
 
   listAudit(orgId: string): Promise<AuditEntry[]> {
     return this.#audit.list(orgId)
+  }
+
+  listPrices(orgId: string): Promise<Price[]> {
+    return this.#prices.list(orgId)
+  }
+
+  listReviews(orgId: string): Promise<Review[]> {
+    return this.#reviews.list(orgId)
+  }
+
+  addReview(orgId: string, review: NewReview): Promise<Review> {
+    return this.#reviews.add(orgId, review)
   }
 
   /** Throws core's InvalidTenantIdError for a malformed org id. No I/O: no secret lookup, no pool. */

@@ -12,7 +12,8 @@ export const PROJECT = 'shop'
 /**
  * The app exactly as main.ts and the demo build it, on the test run's PostgreSQL: one database per tenant
  * (createTestDatabase(adminUrl(), …) with a login role each), secrets behind a fake Secrets Manager read
- * through the real AWS SDK. Plus superuser pools per tenant database to check what really got written.
+ * through the real AWS SDK; optionally stores on the shared stores database. Plus superuser pools per
+ * database to check what really got written.
  */
 export interface ShopFixture {
   readonly env: ShopEnvironment
@@ -22,17 +23,30 @@ export interface ShopFixture {
   readonly handlerErrors: unknown[]
   /** Superuser access to one tenant's database, bypassing the app. */
   sql<R extends pg.QueryResultRow = any>(orgId: string, text: string, values?: unknown[]): Promise<R[]>
+  /** Superuser access to the stores database (row-level security does not apply to it). */
+  storesSql<R extends pg.QueryResultRow = any>(text: string, values?: unknown[]): Promise<R[]>
   /** Empties orders and audit log and restores the seeded stock. */
   reset(orgId: string): Promise<void>
   close(): Promise<void>
 }
 
-export async function startShopFixture(tenants: readonly string[]): Promise<ShopFixture> {
-  const env = await startShopEnvironment({ mode: 'local', adminUrl: adminUrl(), project: PROJECT, tenants, seed: true })
+export async function startShopFixture(
+  tenants: readonly string[],
+  options: { sharedTenants?: readonly string[] } = {},
+): Promise<ShopFixture> {
+  const env = await startShopEnvironment({
+    mode: 'local',
+    adminUrl: adminUrl(),
+    project: PROJECT,
+    tenants,
+    seed: true,
+    ...(options.sharedTenants === undefined ? {} : { sharedTenants: options.sharedTenants }),
+  })
   const local = env.local
   if (local === undefined) throw new Error('expected a local environment')
   const pools = new Map<string, pg.Pool>()
   for (const database of local.databases) pools.set(database.orgId, new pg.Pool({ connectionString: database.adminUrl, max: 2 }))
+  const storesPool = local.shared === undefined ? undefined : new pg.Pool({ connectionString: local.shared.adminUrl, max: 2 })
   const app = createShopApp({ registry: env.registry })
   const handlerErrors: unknown[] = []
   app.http.addHook('onError', async (_request, _reply, error) => {
@@ -45,12 +59,17 @@ export async function startShopFixture(tenants: readonly string[]): Promise<Shop
     if (pool === undefined) throw new Error(`no test database for ${orgId}`)
     return (await pool.query<R>(text, values)).rows
   }
+  const storesSql = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[]> => {
+    if (storesPool === undefined) throw new Error('no stores database: pass sharedTenants to startShopFixture')
+    return (await storesPool.query<R>(text, values)).rows
+  }
   return {
     env,
     app,
     secretsManager: local.secretsManager,
     handlerErrors,
     sql,
+    storesSql,
     reset: async (orgId) => {
       await sql(orgId, 'TRUNCATE orders, audit_log RESTART IDENTITY')
       await sql(orgId, 'DELETE FROM inventory')
@@ -58,8 +77,8 @@ export async function startShopFixture(tenants: readonly string[]): Promise<Shop
     },
     close: async () => {
       await app.close()
-      await Promise.all([...pools.values()].map((pool) => pool.end()))
-      await env.close() // registry, fake Secrets Manager, tenant databases and their roles
+      await Promise.all([...pools.values(), ...(storesPool === undefined ? [] : [storesPool])].map((pool) => pool.end()))
+      await env.close() // registry, fake Secrets Manager, tenant databases, the stores database, their roles
     },
   }
 }
