@@ -4,6 +4,7 @@ export type {
   PhysicalPoolStats,
   RegistryStats,
   ServerStats,
+  ServiceOf,
   TenantPoolStats,
   WarmOptions,
 } from './registry/tenant-registry.js'

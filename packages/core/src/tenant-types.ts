@@ -73,9 +73,10 @@ export interface TenantConnection {
   release(error?: Error): void
 }
 
-export interface Tenant {
+/** One tenant (service and org) of a registry, from `registry.tenant(orgId, service)`. */
+export interface Tenant<TService extends string = string> {
   readonly orgId: string
-  readonly service: string
+  readonly service: TService
   pool(): Promise<Pool>
   /** Runs on this tenant's active transaction if there is one, else on a pooled connection. */
   query<R extends QueryResultRow = any>(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>

@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, expectTypeOf, it } from 'vitest'
 import { createRegistry, InvalidOptionsError, staticSecrets, UnknownServiceError } from '../src/index.js'
-import type { RegistryOptions } from '../src/index.js'
+import type { Registry, RegistryOptions, ServiceOf, Tenant } from '../src/index.js'
 
 const base: RegistryOptions = { project: 'p', services: ['core'], secrets: staticSecrets({}) }
 
@@ -61,9 +61,10 @@ describe('createRegistry options', () => {
         billing: { tenantSettings: () => ({ statement_timeout: '5s' }) },
       },
     })
-    for (const service of ['core', 'plain', 'app', 'shared', 'mapped', 'billing']) {
+    for (const service of ['core', 'plain', 'app', 'shared', 'mapped', 'billing'] as const) {
       expect(registry.tenant('org1', service).service).toBe(service)
     }
+    // @ts-expect-error the object's keys are the only service names
     expect(() => registry.tenant('org1', 'other')).toThrow(UnknownServiceError)
     // several services: tenant() needs one named
     expect(() => registry.tenant('org1')).toThrow(UnknownServiceError)
@@ -87,6 +88,65 @@ describe('createRegistry options', () => {
     const registry = createRegistry(base)
     await registry.close()
     expect(registry.stats().closed).toBe(true)
+  })
+})
+
+// Type tests: typecheck (tsc over test/) fails if a @ts-expect-error line compiles; the runtime checks stay.
+describe('service names typed from the options', () => {
+  const secrets = staticSecrets({})
+
+  it('a literal list gives a union: a typo is a type error in every method taking a service', async () => {
+    await using registry = createRegistry({ project: 'p', services: ['core', 'billing'], secrets })
+    expectTypeOf(registry).toEqualTypeOf<Registry<'core' | 'billing'>>()
+    expectTypeOf<ServiceOf<typeof registry>>().toEqualTypeOf<'core' | 'billing'>()
+    expectTypeOf(registry.tenant('org1', 'billing')).toEqualTypeOf<Tenant<'core' | 'billing'>>()
+    expect(registry.tenant('org1', 'core').service).toBe('core')
+    for (const method of [registry.getPool, registry.getConnection, registry.evict]) {
+      expectTypeOf(method).parameter(0).toEqualTypeOf<'core' | 'billing'>()
+    }
+    // @ts-expect-error 'typo' is not one of the services
+    expect(() => registry.tenant('org1', 'typo')).toThrow(UnknownServiceError)
+    // @ts-expect-error 'typo' is not one of the services
+    await expect(registry.getPool('typo', 'org1')).rejects.toThrow(UnknownServiceError)
+    // @ts-expect-error 'typo' is not one of the services
+    await expect(registry.getConnection('typo', 'org1')).rejects.toThrow(UnknownServiceError)
+    // @ts-expect-error 'typo' is not one of the services
+    await expect(registry.evict('typo', 'org1')).rejects.toThrow(UnknownServiceError)
+    // @ts-expect-error 'typo' is not one of the services
+    await expect(registry.warm(['org1'], 'typo')).rejects.toThrow(UnknownServiceError)
+    // @ts-expect-error 'typo' is not one of the services
+    await expect(registry.warm(['org1'], { service: 'typo' })).rejects.toThrow(UnknownServiceError)
+  })
+
+  it('the object form infers its keys and keeps checking the per-service options', async () => {
+    await using registry = createRegistry({
+      project: 'p',
+      services: { core: {}, app: { isolation: { schema: (orgId) => `org_${orgId}` } } },
+      secrets,
+    })
+    expectTypeOf(registry).toEqualTypeOf<Registry<'core' | 'app'>>()
+    expect(registry.tenant('org1', 'app').service).toBe('app')
+    // @ts-expect-error 'typo' is not one of the services
+    expect(() => registry.tenant('org1', 'typo')).toThrow(UnknownServiceError)
+    expect(() =>
+      // @ts-expect-error misspelt service option
+      createRegistry({ project: 'p', services: { core: { isolaton: 'database' } }, secrets }),
+    ).toThrow(InvalidOptionsError)
+  })
+
+  it('a string[] that is not a literal, or a RegistryOptions value, gives Registry<string>', async () => {
+    const names: string[] = ['core', 'billing']
+    await using fromArray = createRegistry({ project: 'p', services: names, secrets })
+    expectTypeOf(fromArray).toEqualTypeOf<Registry<string>>()
+    expect(() => fromArray.tenant('org1', 'typo')).toThrow(UnknownServiceError)
+    const byName: Record<string, { isolation?: 'database' }> = { core: {} }
+    await using fromRecord = createRegistry({ project: 'p', services: byName, secrets })
+    expectTypeOf(fromRecord).toEqualTypeOf<Registry<string>>()
+    await using fromOptions = createRegistry(base)
+    expectTypeOf(fromOptions).toEqualTypeOf<Registry>()
+    // a narrowly typed registry goes where a Registry is expected
+    const registry: Registry = createRegistry({ project: 'p', services: ['core'], secrets })
+    await registry.close()
   })
 })
 

@@ -124,7 +124,9 @@ describe('secrets through the real AWS SDK', () => {
       expect(() => registry.tenant(orgId as string, 'core')).toThrow(InvalidTenantIdError)
       await expect(registry.warm([orgId as string])).rejects.toBeInstanceOf(InvalidTenantIdError)
     }
+    // @ts-expect-error not a service of this registry: checked at run time too
     await expect(registry.getPool('core/..', 'org1')).rejects.toBeInstanceOf(InvalidTenantIdError)
+    // @ts-expect-error not a service of this registry: checked at run time too
     await expect(registry.getPool('billing', 'org1')).rejects.toBeInstanceOf(UnknownServiceError)
     const error = await registry.getPool('core', 'a\u0007b').catch((e: unknown) => e)
     expect(isHyperconnError(error)).toBe(true)

@@ -88,14 +88,18 @@ export interface ResolvedService {
   readonly tenantSettings: ((orgId: string) => Readonly<Record<string, unknown>>) | undefined
 }
 
-export interface RegistryOptions {
+/**
+ * Options of `createRegistry`. `TService` is the union of the service names; `createRegistry` infers it
+ * from a literal `services` list or object, so a misspelt service name elsewhere is a type error.
+ */
+export interface RegistryOptions<TService extends string = string> {
   /** Prefix of the default secret name `${project}-${orgId}`. Required unless `secretName` is given. */
   project?: string
   /**
    * The services: a list of names (each with `isolation: 'database'`), or an object of per-service options.
    * Any other service name is rejected with `UnknownServiceError`.
    */
-  services: readonly string[] | Readonly<Record<string, ServiceOptions>>
+  services: readonly TService[] | { readonly [S in TService]: ServiceOptions }
   /** Where secrets come from: `awsSecretsManager()`, `staticSecrets()`, `fileSecrets()` or your own. */
   secrets: SecretSource
   /** Secret name for an org. Default `${project}-${orgId}`. */
@@ -191,7 +195,7 @@ function section(options: Record<string, unknown>, key: string): Record<string, 
 }
 
 /** Validates everything up front so a misconfigured service fails at start, not on the first request. */
-export function resolveOptions(input: RegistryOptions): ResolvedOptions {
+export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions {
   if (!isObject(input)) fail('options must be an object')
   const options = input as unknown as Record<string, unknown>
   for (const key of Object.keys(options)) {

@@ -67,8 +67,10 @@ export interface CloseOptions {
   timeoutMs?: number
 }
 
-export interface WarmOptions {
-  service?: string
+/** Options of `registry.warm`. */
+export interface WarmOptions<TService extends string = string> {
+  /** Warm only this service; default all of them. */
+  service?: TService
   /** Also open this many connections in each physical pool these tenants use (at most `pool.max` and `connections.perTenant`). */
   connections?: number
 }
@@ -78,7 +80,7 @@ export interface WarmOptions {
  * (`TenantBindingCache`), physical pools (`TargetPoolCache`) and the one lease point every connection
  * passes through (`LeasePoint`). It holds no pool or connection state of its own.
  */
-export class Registry implements AsyncDisposable {
+export class Registry<TService extends string = string> implements AsyncDisposable {
   readonly #options: ResolvedOptions
   readonly #events: RegistryEventEmitter
   readonly #secrets: SecretCache
@@ -91,7 +93,7 @@ export class Registry implements AsyncDisposable {
   #closing: Promise<void> | undefined
   #connectionErrors = 0
 
-  constructor(input: RegistryOptions) {
+  constructor(input: RegistryOptions<TService>) {
     const options = resolveOptions(input)
     this.#options = options
     const { clock, logger } = options
@@ -160,7 +162,7 @@ export class Registry implements AsyncDisposable {
    * through the lease point like every other path; `end()` is a no-op. Resolves once the tenant's
    * secret is known (so a bad tenant fails here), always with the same object for the same tenant.
    */
-  async getPool(service: string, orgId: string): Promise<TenantPool> {
+  async getPool(service: TService, orgId: string): Promise<TenantPool> {
     const key = this.#key(service, orgId)
     const binding = this.#bindings.get(key)
     if (binding instanceof Promise) await binding
@@ -168,25 +170,25 @@ export class Registry implements AsyncDisposable {
   }
 
   /** Alias of `getPool`, for hyperconn-pg users. */
-  getConnection(service: string, orgId: string): Promise<TenantPool> {
+  getConnection(service: TService, orgId: string): Promise<TenantPool> {
     return this.getPool(service, orgId)
   }
 
   /** A handle for one tenant: queries and transactions that follow the shared transaction context. */
-  tenant(orgId: string, service?: string): Tenant {
+  tenant(orgId: string, service?: TService): Tenant<TService> {
     const only = this.#options.services.length === 1 ? this.#options.services[0] : undefined
     const resolved = service ?? only
     if (resolved === undefined) throw new UnknownServiceError('(none given)', this.#options.services)
-    return createTenantHandle(this.#access, this.#key(resolved, orgId))
+    return createTenantHandle(this.#access, this.#key(resolved, orgId)) as Tenant<TService>
   }
 
   /**
    * Resolve secrets (and with `connections`, open connections) ahead of traffic. Rejects with the first
    * failure after trying all.
    */
-  async warm(orgIds: readonly string[], serviceOrOptions?: string | WarmOptions): Promise<void> {
+  async warm(orgIds: readonly string[], serviceOrOptions?: TService | WarmOptions<TService>): Promise<void> {
     if (!Array.isArray(orgIds)) throw new InvalidOptionsError('warm(orgIds, service?): orgIds must be an array of org ids.')
-    const options: WarmOptions = typeof serviceOrOptions === 'string' ? { service: serviceOrOptions } : (serviceOrOptions ?? {})
+    const options: WarmOptions<string> = typeof serviceOrOptions === 'string' ? { service: serviceOrOptions } : (serviceOrOptions ?? {})
     const want = options.connections ?? 0
     if (!Number.isSafeInteger(want) || want < 0) throw new InvalidOptionsError('warm(orgIds, { connections }): connections must be a whole number >= 0.')
     const services = options.service === undefined ? this.#options.services : [options.service]
@@ -219,7 +221,7 @@ export class Registry implements AsyncDisposable {
    * Forget one tenant's binding (rebuilt from its cached secret, or the source, on next use) and, if no
    * other cached tenant uses its physical pool, drain and end that pool. Resolves when it has ended.
    */
-  async evict(service: string, orgId: string): Promise<void> {
+  async evict(service: TService, orgId: string): Promise<void> {
     const key = this.#key(service, orgId)
     const binding = this.#bindings.delete(key)
     if (binding === undefined) return
@@ -378,7 +380,14 @@ function describeError(error: unknown): string {
   return redactText(error instanceof Error ? `${error.name}: ${error.message}` : String(error))
 }
 
-/** Create a registry. Options are validated here; a bad option throws `InvalidOptionsError`. */
-export function createRegistry(options: RegistryOptions): Registry {
+/**
+ * Create a registry. Options are validated here; a bad option throws `InvalidOptionsError`. The service
+ * names of a literal `services` list or object become the registry's `TService` union; a `string[]`
+ * gives `Registry<string>`.
+ */
+export function createRegistry<const TService extends string>(options: RegistryOptions<TService>): Registry<TService> {
   return new Registry(options)
 }
+
+/** The union of service names of a registry type, e.g. `ServiceOf<typeof registry>` (`string` for a `Registry<string>`). */
+export type ServiceOf<R extends Registry<any>> = R extends Registry<infer S> ? S : never
