@@ -1,6 +1,6 @@
 import { InvalidOptionsError, UnsupportedError } from '@hyperconn/core'
 import { adapterTransactionOptions, bindActiveTransaction, InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
-import type { Registry, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
+import type { Registry, ServiceOf, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
 import { DefaultLogger, is } from 'drizzle-orm'
 import type { Casing, DrizzleConfig, ExtractTablesWithRelations, Logger, RelationalSchemaConfig } from 'drizzle-orm'
 import { drizzle, NodePgSession, NodePgTransaction } from 'drizzle-orm/node-postgres'
@@ -9,9 +9,12 @@ import { PgDialect } from 'drizzle-orm/pg-core'
 import type { PgTransactionConfig } from 'drizzle-orm/pg-core'
 import type { QueryConfig, QueryResult } from 'pg'
 
-export interface DrizzleAdapterOptions<TSchema extends Record<string, unknown> = Record<string, never>> {
+export interface DrizzleAdapterOptions<
+  TSchema extends Record<string, unknown> = Record<string, never>,
+  TService extends string = string,
+> {
   /** Service whose connection string (`<service>-postgresql` in the tenant's secret) this adapter uses. */
-  service: string
+  service: TService
   /** Drizzle schema (tables and relations); enables `db.query.<table>` relational queries. */
   schema?: TSchema
   /** Passed to drizzle: column name casing. */
@@ -240,10 +243,10 @@ const REFUSED_OPTIONS: Readonly<Record<string, string>> = {
  * queries run on the registry's pool of that tenant and join the shared transaction context, so
  * Drizzle, Kysely and Knex work inside one transaction when they run in the same async context.
  */
-export function createDrizzleAdapter<TSchema extends Record<string, unknown> = Record<string, never>>(
-  registry: Registry,
-  options: DrizzleAdapterOptions<TSchema>,
-): DrizzleAdapter<TSchema> {
+export function createDrizzleAdapter<
+  TSchema extends Record<string, unknown> = Record<string, never>,
+  R extends Registry<any> = Registry,
+>(registry: R, options: DrizzleAdapterOptions<TSchema, ServiceOf<R>>): DrizzleAdapter<TSchema> {
   validateAdapterOptions('createDrizzleAdapter', options, { known: KNOWN_OPTIONS, refused: REFUSED_OPTIONS })
   const { service, maxInstances } = options
   // Only keys that were given: drizzle's config detection and exactOptionalPropertyTypes both care.

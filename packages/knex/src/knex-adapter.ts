@@ -2,7 +2,7 @@ import knex from 'knex'
 import type { Knex } from 'knex'
 import { InvalidOptionsError } from '@hyperconn/core'
 import { InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
-import type { Registry, Tenant } from '@hyperconn/core'
+import type { Registry, ServiceOf, Tenant } from '@hyperconn/core'
 import { CLIENT_BINDING, TenantKnexClient } from './knex-client.js'
 import type { ClientBinding, KnexTransactionHandle, TenantKnexConfig } from './knex-client.js'
 import { transactionProviderUnsupported } from './knex-errors.js'
@@ -10,9 +10,9 @@ import { assertKnexShape } from './knex-internals.js'
 import type { KnexPgClient } from './knex-internals.js'
 import { runKnexTransaction } from './knex-transaction.js'
 
-export interface KnexAdapterOptions {
+export interface KnexAdapterOptions<TService extends string = string> {
   /** The registry service whose connection strings this adapter uses (one of `createRegistry({ services })`). */
-  service: string
+  service: TService
   /** How many tenant-bound knex instances to keep (least recently used are dropped; they own nothing). Default 1000. */
   maxInstances?: number
   /**
@@ -88,7 +88,7 @@ const FORWARDED_EVENTS = ['query', 'query-error', 'query-response', 'start'] as 
  * tenant, or in the tenant's active transaction when the async context has one (whichever adapter or
  * `tenant.transaction` started it). `db.transaction(fn)` starts or joins one through core.
  */
-export function createKnexAdapter(registry: Registry, options: KnexAdapterOptions): KnexAdapter {
+export function createKnexAdapter<R extends Registry<any>>(registry: R, options: KnexAdapterOptions<ServiceOf<R>>): KnexAdapter {
   validateOptions(options)
   assertKnexShape()
   const service = options.service

@@ -1,4 +1,4 @@
-import type { Registry, Tenant } from '@hyperconn/core'
+import type { Registry, ServiceOf, Tenant } from '@hyperconn/core'
 import { InvalidOptionsError } from '@hyperconn/core'
 import { InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
 import { Kysely, Transaction } from 'kysely'
@@ -6,9 +6,9 @@ import type { KyselyConfig, KyselyPlugin, LogConfig } from 'kysely'
 import { TenantDialect, TenantDriver } from './kysely-driver.js'
 import { TenantKysely } from './tenant-kysely.js'
 
-export interface KyselyAdapterOptions {
+export interface KyselyAdapterOptions<TService extends string = string> {
   /** The registry service whose databases this adapter queries (one of `createRegistry({ services })`). */
-  readonly service: string
+  readonly service: TService
   /** Kysely plugins installed on every tenant's instance (e.g. `CamelCasePlugin`). */
   readonly plugins?: KyselyPlugin[]
   /** Kysely's `log` option: levels to log, or a function called for each query. */
@@ -71,8 +71,13 @@ function createDb<DB>(tenant: Tenant, options: KyselyAdapterOptions): Kysely<DB>
  * Kysely for every org of one registry service. All instances run on the registry's pools and share
  * core's transaction context: inside `db.transaction().execute(fn)`, `tenant.transaction(fn)` or any
  * other adapter's transaction, `getDb(orgId)` queries run in that transaction without passing `trx` down.
+ * `service` is typed from the registry; with an explicit `DB` also pass `typeof registry`
+ * (`createKyselyAdapter<DB, typeof registry>(...)`), else any service name compiles.
  */
-export function createKyselyAdapter<DB>(registry: Registry, options: KyselyAdapterOptions): KyselyAdapter<DB> {
+export function createKyselyAdapter<DB, R extends Registry<any> = Registry>(
+  registry: R,
+  options: KyselyAdapterOptions<ServiceOf<R>>,
+): KyselyAdapter<DB> {
   assertSupportedKysely()
   validateAdapterOptions('createKyselyAdapter', options, { known: KNOWN_OPTIONS, refused: REFUSED_OPTIONS })
   const { service, maxInstances } = options
