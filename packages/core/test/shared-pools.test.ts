@@ -267,9 +267,13 @@ describe('the connection budget', () => {
     // A's first two queries block on a lock the admin session holds, so nothing is released meanwhile.
     await admin.query('SELECT pg_advisory_lock(4242)')
     const started: Promise<unknown>[] = []
-    for (let n = 0; n < 102; n++) {
-      started.push(a.query("SELECT nextval('fairness_seq') AS n FROM (SELECT pg_advisory_xact_lock_shared(4242)) AS l"))
-    }
+    // Each of A's queries draws its number first, then holds its connection 20 ms, so B's statement can only
+    // race the one query of A started at the same release, not a run of them (on a loaded machine a backend
+    // can lag a few round trips behind another).
+    const aQuery =
+      'WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(4242)), ' +
+      "n AS MATERIALIZED (SELECT nextval('fairness_seq') AS n FROM l) SELECT n.n FROM n, pg_sleep(0.02)"
+    for (let n = 0; n < 102; n++) started.push(a.query(aQuery))
     await vi.waitFor(() => expect(registry.stats().tenants.active).toContainEqual({ service: 'core', orgId: 'a', checkedOut: 2, waiting: 100 }))
     const theirs = b.query<{ n: string }>("SELECT nextval('fairness_seq') AS n")
     await vi.waitFor(() => expect(registry.stats().tenants.active).toContainEqual({ service: 'core', orgId: 'b', checkedOut: 0, waiting: 1 }))
