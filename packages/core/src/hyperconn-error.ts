@@ -1,7 +1,4 @@
-/**
- * Every error hyperconn throws is a `HyperconnError` with a stable string `code`. Messages say how to
- * fix the problem and never contain a password, a connection string or a secret's JSON.
- */
+/** The stable `code` of a `HyperconnError`, one per error class. */
 export type HyperconnErrorCode =
   | 'HC_INVALID_OPTIONS'
   | 'HC_INVALID_TENANT_ID'
@@ -35,11 +32,18 @@ const CODES: ReadonlySet<string> = new Set<HyperconnErrorCode>([
   'HC_UNSUPPORTED',
 ])
 
+/** Constructor options of hyperconn errors. */
 export interface HyperconnErrorOptions {
+  /** The underlying error, kept as `error.cause`. */
   cause?: unknown
 }
 
+/**
+ * Every error hyperconn throws is a `HyperconnError` with a stable string `code`. Messages say how to
+ * fix the problem and never contain a password, a connection string or a secret's JSON.
+ */
 export class HyperconnError extends Error {
+  /** Stable across releases: match on this, not on the message. */
   readonly code: HyperconnErrorCode
 
   constructor(code: HyperconnErrorCode, message: string, options?: HyperconnErrorOptions) {

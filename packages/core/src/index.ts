@@ -65,6 +65,6 @@ export {
   UnknownServiceError,
   UnsupportedError,
 } from './hyperconn-error.js'
-export type { HyperconnErrorCode, SaturatedLimit } from './hyperconn-error.js'
+export type { HyperconnErrorCode, HyperconnErrorOptions, SaturatedLimit } from './hyperconn-error.js'
 export { redactConnectionString } from './secrets/secret-redaction.js'
 export { TENANT_ID_PATTERN } from './tenant-validation.js'

@@ -42,6 +42,12 @@ export interface TenantPoolAccess {
 /** `'read uncommitted'` is accepted and runs as `'read committed'`, as PostgreSQL does. */
 export type IsolationLevel = 'read uncommitted' | 'read committed' | 'repeatable read' | 'serializable'
 
+/**
+ * How `transaction(fn)` relates to a transaction already active for this tenant, as in Spring:
+ * `'required'` joins it or begins one, `'requires_new'` begins another on a second connection,
+ * `'nested'` opens a savepoint in it (or begins one), `'mandatory'` needs one, `'never'` refuses one, `'not_supported'` runs
+ * outside it, `'supports'` joins it if any.
+ */
 export type Propagation =
   | 'required'
   | 'requires_new'
@@ -51,6 +57,7 @@ export type Propagation =
   | 'not_supported'
   | 'supports'
 
+/** Options of `tenant.transaction(fn, options)`. */
 export interface TransactionOptions {
   isolationLevel?: IsolationLevel
   readOnly?: boolean
@@ -64,6 +71,7 @@ export interface TransactionOptions {
  * serialised with every other query of that transaction.
  */
 export interface TenantConnection {
+  /** Runs a statement on this connection (in a transaction, serialised with its other queries). */
   query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>
   /** True when this connection belongs to the active transaction. */
   readonly inTransaction: boolean
@@ -77,9 +85,14 @@ export interface TenantConnection {
 export interface Tenant<TService extends string = string> {
   readonly orgId: string
   readonly service: TService
+  /** The tenant's `pg.Pool`, as `registry.getPool(service, orgId)`: outside any transaction. */
   pool(): Promise<Pool>
   /** Runs on this tenant's active transaction if there is one, else on a pooled connection. */
   query<R extends QueryResultRow = any>(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>
+  /**
+   * Runs `fn` in a transaction of this tenant, bound to the async context: queries of this tenant inside
+   * `fn` (from any adapter) join it. Commits when `fn` resolves, rolls back when it rejects.
+   */
   transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T>
   /** For adapter authors: a connection that follows the transaction context (see `TenantConnection`). */
   acquire(): Promise<TenantConnection>

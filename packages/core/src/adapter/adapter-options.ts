@@ -1,6 +1,7 @@
 import { InvalidOptionsError } from '../hyperconn-error.js'
 import { TENANT_ID_PATTERN } from '../tenant-validation.js'
 
+/** What `validateAdapterOptions` accepts for one adapter's options object. */
 export interface AdapterOptionRules {
   /** Option keys the adapter understands. */
   readonly known: ReadonlySet<string>

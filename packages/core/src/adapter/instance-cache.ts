@@ -13,6 +13,7 @@ export class InstanceCache<T> {
     this.#max = max
   }
 
+  /** The org's instance: the cached one, else a new one from `create` (dropping the least recently used past `max`). */
   get(orgId: string): T {
     const map = this.#map
     const hit = map.get(orgId)
@@ -30,10 +31,12 @@ export class InstanceCache<T> {
     return created
   }
 
+  /** How many instances are cached. */
   get size(): number {
     return this.#map.size
   }
 
+  /** Drop every instance. */
   clear(): void {
     this.#map.clear()
   }

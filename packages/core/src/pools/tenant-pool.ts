@@ -7,6 +7,7 @@ import type { PoolLease, TenantKey } from '../tenant-types.js'
 type Callback = (err: Error | undefined, result: QueryResult | undefined) => void
 type ConnectCallback = (err: Error | undefined, client: PoolClient | undefined, done: (release?: unknown) => void) => void
 
+/** @internal What a `TenantPool` forwards to the registry. */
 export interface TenantPoolRoutes {
   /** One autocommit statement on a leased connection (like `pg.Pool#query`: never inside a transaction). */
   query(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult>
@@ -25,17 +26,23 @@ const ALREADY_RELEASED = 'Release called on client which has already been releas
  * `totalCount`/`waitingCount` count this tenant's checked-out connections and waiting callers.
  */
 export class TenantPool extends pg.Pool {
+  /** The tenant this pool is bound to. */
   readonly tenant: TenantKey
   readonly #routes: TenantPoolRoutes
 
+  /** @internal Created by the registry only (`registry.getPool`). */
   constructor(tenant: TenantKey, routes: TenantPoolRoutes) {
     super({ max: 1 })
     this.tenant = tenant
     this.#routes = routes
   }
 
+  /** A connection of this tenant, with its settings applied; `release()` it (once) when done. */
   override connect(): Promise<PoolClient>
-  override connect(callback: ConnectCallback): void
+  /** `connect()` in pg's callback style: `done()` releases the client. */
+  override connect(
+    callback: (err: Error | undefined, client: PoolClient | undefined, done: (release?: unknown) => void) => void,
+  ): void
   override connect(callback?: ConnectCallback): Promise<PoolClient> | void {
     const client = this.#connect()
     if (callback === undefined) return client
@@ -72,10 +79,12 @@ export class TenantPool extends pg.Pool {
     return checkedOutClient(lease)
   }
 
+  /** The tenant and its checked-out connections and waiting callers now. */
   toJSON(): { service: string; orgId: string; checkedOut: number; waiting: number } {
     return { service: this.tenant.service, orgId: this.tenant.orgId, ...this.#routes.usage() }
   }
 
+  /** `console.log(pool)` prints `toJSON()`. */
   [inspect.custom](): string {
     return `TenantPool ${inspect(this.toJSON())}`
   }

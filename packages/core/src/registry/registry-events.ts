@@ -1,6 +1,7 @@
-/** Typed registry events. Payloads are plain data: no secret, no connection string, no SQL values. */
+/** Why a physical pool was ended: idle too long, least recently used at `maxPools`, `registry.evict`, `registry.close`. */
 export type EvictionReason = 'idle' | 'lru' | 'manual' | 'close'
 
+/** Typed registry events by name, with their payloads. Payloads are plain data: no secret, no connection string, no SQL values. */
 export interface RegistryEvents {
   /** A physical pool (one connection target, shared by its tenants) was created. */
   'pool:create': { pool: string; server: string }
@@ -18,7 +19,9 @@ export interface RegistryEvents {
   }
 }
 
+/** The name of a registry event, for `registry.on(name, listener)`. */
 export type RegistryEventName = keyof RegistryEvents
+/** A listener of one registry event. One that throws is logged and never breaks the registry. */
 export type RegistryListener<E extends RegistryEventName> = (event: RegistryEvents[E]) => void
 
 /** A minimal emitter: listeners that throw are reported to `onListenerError` and never break the registry. */

@@ -15,6 +15,7 @@ export type TenantPoolOptions = Omit<
   'connectionString' | 'host' | 'port' | 'user' | 'password' | 'database' | 'Client'
 >
 
+/** When unused physical pools and cached tenant bindings are dropped (`createRegistry({ eviction })`). */
 export interface EvictionOptions {
   /**
    * Most physical pools (one per connection target) kept at once; the least recently used unused pool
@@ -29,6 +30,7 @@ export interface EvictionOptions {
   sweepIntervalMs?: number
 }
 
+/** How long secrets are cached and served when the source fails (`createRegistry({ secretCache })`). */
 export interface SecretCacheOptions {
   /** How long a fetched secret is used before it is fetched again. Default 300 000 (5 min). */
   ttlMs?: number
@@ -53,15 +55,26 @@ export interface SecretCacheOptions {
  */
 export type IsolationOption =
   | 'database'
-  | { readonly schema: (orgId: string) => string }
-  | { readonly rls: string; readonly value?: (orgId: string) => string }
+  | {
+      /** The org's schema name; `search_path` is set to it. */
+      readonly schema: (orgId: string) => string
+    }
+  | {
+      /** The custom setting (with a dot, e.g. `app.tenant_id`) set to the org id. */
+      readonly rls: string
+      /** What the setting is set to, instead of the org id. */
+      readonly value?: (orgId: string) => string
+    }
 
+/** One service in the object form of `services`: how its tenants are kept apart and their session settings. */
 export interface ServiceOptions {
+  /** Default `'database'`. */
   isolation?: IsolationOption
   /** Session settings per tenant (e.g. `{ statement_timeout: '5s' }`), applied like the isolation's. */
   tenantSettings?: (orgId: string) => Readonly<Record<string, string | number | boolean>>
 }
 
+/** The connection budget per server and the fair queue (`createRegistry({ connections })`). */
 export interface ConnectionOptions {
   /**
    * The most connections this registry opens to one server (host:port), across all pools and services,
@@ -114,7 +127,9 @@ export interface RegistryOptions<TService extends string = string> {
   pool?: TenantPoolOptions
   /** The connection budget per server and the fair queue. */
   connections?: ConnectionOptions
+  /** When unused pools and tenant bindings are dropped. */
   eviction?: EvictionOptions
+  /** Secret caching and serving stale secrets while the source fails. */
   secretCache?: SecretCacheOptions
   /** Anything with debug/info/warn/error (pino, console). Silent by default; never one line per query. */
   logger?: Logger

@@ -62,6 +62,7 @@ export interface RegistryStats {
   secretCache: SecretCacheStats
 }
 
+/** Options of `registry.close`. */
 export interface CloseOptions {
   /** How long to wait for checked-out connections before closing them. Default 10 000. */
   timeoutMs?: number
@@ -236,10 +237,12 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     return this.#events.on(event, listener)
   }
 
+  /** Remove a listener added with `on` (calling the function `on` returned does the same). */
   off<E extends RegistryEventName>(event: E, listener: RegistryListener<E>): void {
     this.#events.off(event, listener)
   }
 
+  /** Pools, tenants, server budgets, connections, evictions and the secret cache now: plain JSON, no secret. */
   stats(): RegistryStats {
     const list: PhysicalPoolStats[] = []
     const connections = { total: 0, idle: 0, waiting: 0, checkedOut: 0 }
@@ -298,14 +301,17 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     return this.#closing
   }
 
+  /** `close()` with the default timeout, for `await using registry = createRegistry(...)`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close()
   }
 
+  /** `JSON.stringify(registry)` gives `{ hyperconnRegistry: stats() }`: never the options or a secret. */
   toJSON(): object {
     return { hyperconnRegistry: this.stats() }
   }
 
+  /** `console.log(registry)` prints services and counts, never the options or a secret. */
   [inspect.custom](): string {
     const s = this.stats()
     return `Registry { services: ${inspect(this.#options.services)}, pools: ${s.pools.count}, tenants: ${s.tenants.cached}, closed: ${s.closed} }`

@@ -18,14 +18,18 @@ export interface AwsCredentials {
   readonly expiration?: Date | undefined
 }
 
+/** Credentials fetched on demand, like the SDK's providers (`fromIni()`, `fromTemporaryCredentials()`…). */
 export type AwsCredentialsProvider = () => Promise<AwsCredentials>
 
 /** Anything with the SDK client's `send(command)`: a `SecretsManagerClient`, a wrapped or fake one. */
 export interface SecretsManagerClientLike {
+  /** Sends a `GetSecretValueCommand`. */
   send(command: any, ...rest: any[]): Promise<any>
+  /** Called by `close()` on a client the source created; a client you pass in is yours to destroy. */
   destroy?(): void
 }
 
+/** Options of `awsSecretsManager()`: all optional, the SDK's defaults apply. */
 export interface AwsSecretsManagerOptions {
   /** Defaults to the SDK's region chain (AWS_REGION, profile…). */
   region?: string | undefined

@@ -24,6 +24,7 @@ export interface SecretCacheConfig {
   readonly errorBackoffMs?: number
 }
 
+/** How a call to the secret source ended (`secret:fetch` event). */
 export type SecretFetchOutcome = 'ok' | 'not_found' | 'error' | 'format_error'
 
 export interface SecretCacheHooks {
@@ -31,6 +32,7 @@ export interface SecretCacheHooks {
   onStale?(name: string, error: SecretSourceError): void
 }
 
+/** The registry's secret cache in numbers, as in `registry.stats().secretCache`. */
 export interface SecretCacheStats {
   /** Cached entries, positive and negative. */
   entries: number

@@ -1,11 +1,13 @@
+/** A raw secret, a JSON string or an object: `{ "core-postgresql": "postgresql://…" }` (keys from `secretKey(service)`). */
+export type SecretValue = string | Readonly<Record<string, unknown>>
+
 /**
  * Where tenant secrets come from. A source returns the raw secret (a JSON string or an object) or
  * throws `SecretNotFoundError` / `SecretSourceError`; anything else it throws is treated as a
  * transient `SecretSourceError`. Sources never log or echo secret values.
  */
-export type SecretValue = string | Readonly<Record<string, unknown>>
-
 export interface SecretSource {
+  /** The secret called `name` (`secretName(orgId)`); the registry caches it. */
   get(name: string): Promise<SecretValue>
   /** Optional: a short label for stats and errors, e.g. "aws-secrets-manager". */
   readonly kind?: string
