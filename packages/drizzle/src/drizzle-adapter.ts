@@ -9,6 +9,7 @@ import { PgDialect } from 'drizzle-orm/pg-core'
 import type { PgTransactionConfig } from 'drizzle-orm/pg-core'
 import type { QueryConfig, QueryResult } from 'pg'
 
+/** Options of `createDrizzleAdapter`; `TService` is the registry's union of service names. */
 export interface DrizzleAdapterOptions<
   TSchema extends Record<string, unknown> = Record<string, never>,
   TService extends string = string,
@@ -25,6 +26,7 @@ export interface DrizzleAdapterOptions<
   maxInstances?: number
 }
 
+/** What `createDrizzleAdapter` returns. */
 export interface DrizzleAdapter<TSchema extends Record<string, unknown> = Record<string, never>> {
   /**
    * The Drizzle database of one tenant, synchronous and cached. Throws `InvalidTenantIdError` /

@@ -10,6 +10,10 @@ import { assertKnexShape } from './knex-internals.js'
 import type { KnexPgClient } from './knex-internals.js'
 import { runKnexTransaction } from './knex-transaction.js'
 
+/**
+ * Options of `createKnexAdapter`; `TService` is the registry's union of service names. The knex options
+ * listed here are passed to knex as they are; those about clients, connections and pools are refused.
+ */
 export interface KnexAdapterOptions<TService extends string = string> {
   /** The registry service whose connection strings this adapter uses (one of `createRegistry({ services })`). */
   service: TService
@@ -20,7 +24,9 @@ export interface KnexAdapterOptions<TService extends string = string> {
    * servers). Default '14.0'.
    */
   version?: string
+  /** knex's `wrapIdentifier`: how identifiers are quoted (e.g. camelCase to snake_case). */
   wrapIdentifier?: Knex.Config['wrapIdentifier']
+  /** knex's `postProcessResponse`: transforms every result (e.g. snake_case to camelCase keys). */
   postProcessResponse?: Knex.Config['postProcessResponse']
   /** knex's logger (its own warnings and deprecations). */
   log?: Knex.Logger
@@ -30,6 +36,7 @@ export interface KnexAdapterOptions<TService extends string = string> {
   useNullAsDefault?: boolean
 }
 
+/** What `createKnexAdapter` returns. */
 export interface KnexAdapter {
   /**
    * The knex instance of one tenant, cached. Synchronous: the org id is validated here (InvalidTenantIdError),

@@ -24,6 +24,7 @@ declare module 'knex' {
  */
 export type KnexTransactionConfig = Knex.TransactionConfig
 
+/** The callback of `db.transaction(fn)`: it gets the transaction's knex (`trx`) and runs in core's transaction context. */
 export type KnexTransactionScope<T> = (trx: Knex.Transaction) => Promise<T> | void
 
 /** Builds the knex instance a transaction callback receives (see knex-adapter.ts). */

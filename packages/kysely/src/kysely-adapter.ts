@@ -6,6 +6,7 @@ import type { KyselyConfig, KyselyPlugin, LogConfig } from 'kysely'
 import { TenantDialect, TenantDriver } from './kysely-driver.js'
 import { TenantKysely } from './tenant-kysely.js'
 
+/** Options of `createKyselyAdapter`; `TService` is the registry's union of service names. */
 export interface KyselyAdapterOptions<TService extends string = string> {
   /** The registry service whose databases this adapter queries (one of `createRegistry({ services })`). */
   readonly service: TService
@@ -17,6 +18,7 @@ export interface KyselyAdapterOptions<TService extends string = string> {
   readonly maxInstances?: number
 }
 
+/** What `createKyselyAdapter` returns. */
 export interface KyselyAdapter<DB> {
   /**
    * The Kysely database of one org: synchronous and cached. The org id is validated now (InvalidTenantIdError);
