@@ -31,6 +31,11 @@ export class InstanceCache<T> {
     return created
   }
 
+  /** The cached instance, if any, without creating one or touching its recency (a hot path's cheap probe). */
+  peek(orgId: string): T | undefined {
+    return this.#map.get(orgId)
+  }
+
   /** How many instances are cached. */
   get size(): number {
     return this.#map.size

@@ -89,7 +89,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
   readonly #pools: TargetPoolCache
   readonly #leases: LeasePoint
   readonly #access: TenantPoolAccess
-  readonly #facades = new Map<string, InstanceCache<TenantPool>>()
+  readonly #facades = new Map<string, InstanceCache<{ readonly pool: TenantPool; readonly resolved: Promise<TenantPool> }>>()
   readonly #sweeper: ReturnType<ResolvedOptions['clock']['setInterval']>
   #closing: Promise<void> | undefined
   #connectionErrors = 0
@@ -148,7 +148,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     this.#leases = new LeasePoint(this.#bindings, this.#pools, this.#secrets, options.connections, clock, logger)
     this.#access = Object.freeze({
       acquire: (key: TenantKey) => this.#leases.acquire(key),
-      pool: (key: TenantKey) => Promise.resolve(this.#facade(key)),
+      pool: (key: TenantKey) => this.#facade(key).resolved,
       assertOpen: () => this.#assertOpen(),
     })
     this.#sweeper = clock.setInterval(() => {
@@ -163,11 +163,18 @@ export class Registry<TService extends string = string> implements AsyncDisposab
    * through the lease point like every other path; `end()` is a no-op. Resolves once the tenant's
    * secret is known (so a bad tenant fails here), always with the same object for the same tenant.
    */
-  async getPool(service: TService, orgId: string): Promise<TenantPool> {
+  getPool(service: TService, orgId: string): Promise<TenantPool> {
+    // A tenant handed out before (so valid, with its binding resolved once) gets the same settled promise:
+    // nothing is allocated or validated again on this path.
+    const known = this.#closing === undefined ? this.#facades.get(service)?.peek(orgId) : undefined
+    return known?.resolved ?? this.#getPoolSlow(service, orgId)
+  }
+
+  async #getPoolSlow(service: TService, orgId: string): Promise<TenantPool> {
     const key = this.#key(service, orgId)
     const binding = this.#bindings.get(key)
     if (binding instanceof Promise) await binding
-    return this.#facade(key)
+    return this.#facade(key).pool
   }
 
   /** Alias of `getPool`, for hyperconn-pg users. */
@@ -356,17 +363,18 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     return Object.freeze({ service, orgId })
   }
 
-  #facade(key: TenantKey): TenantPool {
+  #facade(key: TenantKey): { readonly pool: TenantPool; readonly resolved: Promise<TenantPool> } {
     let byOrg = this.#facades.get(key.service)
     if (byOrg === undefined) {
       const service = key.service
       byOrg = new InstanceCache((orgId) => {
         const tenant: TenantKey = Object.freeze({ service, orgId })
-        return new TenantPool(tenant, {
+        const pool = new TenantPool(tenant, {
           query: (text: string | QueryConfig, values?: unknown[]) => autocommitQuery(this.#access, tenant, text, values),
           lease: () => this.#leases.acquire(tenant),
           usage: () => this.#leases.usage(tenant),
         })
+        return { pool, resolved: Promise.resolve(pool) }
       }, this.#options.eviction.maxTenants)
       this.#facades.set(key.service, byOrg)
     }
