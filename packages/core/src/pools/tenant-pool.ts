@@ -84,7 +84,7 @@ export class TenantPool extends pg.Pool {
     return { service: this.tenant.service, orgId: this.tenant.orgId, ...this.#routes.usage() }
   }
 
-  /** `console.log(pool)` prints `toJSON()`. */
+  /** `util.inspect(pool)` (what a log line of it shows) prints `toJSON()`. */
   [inspect.custom](): string {
     return `TenantPool ${inspect(this.toJSON())}`
   }

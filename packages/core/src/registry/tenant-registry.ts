@@ -318,7 +318,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     return { hyperconnRegistry: this.stats() }
   }
 
-  /** `console.log(registry)` prints services and counts, never the options or a secret. */
+  /** `util.inspect(registry)` (what a log line of it shows) prints services and counts, never the options or a secret. */
   [inspect.custom](): string {
     const s = this.stats()
     return `Registry { services: ${inspect(this.#options.services)}, pools: ${s.pools.count}, tenants: ${s.tenants.cached}, closed: ${s.closed} }`
