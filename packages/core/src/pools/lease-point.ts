@@ -74,7 +74,8 @@ type Started = PooledConnection | Promise<PooledConnection>
  *
  * 1. the tenant's binding (secret → target + settings), from cache or resolved once;
  * 2. a turn: the per-server budget, the tenant's `perTenant` share, the pool's `max` and `maxPools` —
- *    callers beyond them wait in a fair queue (round-robin across tenants, FIFO within one) for up to
+ *    callers beyond them wait in a fair queue (the waiting tenant holding fewest connections first, ties
+ *    round-robin, FIFO within a tenant) for up to
  *    `acquireTimeoutMs`, then get `PoolSaturatedError`; when the budget is full while another pool of
  *    the server has idle connections, one of those is closed to make room;
  * 3. a connection: an idle one carrying the tenant's settings if possible, else any idle one, else a new
@@ -97,7 +98,7 @@ export class LeasePoint {
   #checkedOut = 0
   #closed = false
   #dispatching = false
-  #redispatch = new Set<Server>()
+  readonly #redispatch = new Set<Server>()
   #onAllReleased: (() => void) | undefined
   /** Offered a queued waiter by the fair queue: starts it, or records what holds it back. */
   readonly #serve = (waiter: Waiter): boolean => {
@@ -129,11 +130,6 @@ export class LeasePoint {
 
   get checkedOut(): number {
     return this.#checkedOut
-  }
-
-  /** The connection budget of a server (created on first use). */
-  budgetFor(server: string): ConnectionBudget {
-    return this.#server(server).budget
   }
 
   /** Plain numbers per server, for stats. */

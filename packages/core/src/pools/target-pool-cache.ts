@@ -88,13 +88,6 @@ export class TargetPoolCache {
     return pool
   }
 
-  /** True when a pool could be created now (or made room for). */
-  get hasRoom(): boolean {
-    if (this.#pools.size < this.#limits.maxPools) return true
-    for (const pool of this.#pools.values()) if (pool.unused) return true
-    return false
-  }
-
   pools(): TargetPool[] {
     return [...this.#pools.values()]
   }
