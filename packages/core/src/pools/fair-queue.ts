@@ -71,8 +71,4 @@ export class FairQueue<TKey, TItem> {
     this.#size = 0
     return all
   }
-
-  countFor(key: TKey): number {
-    return this.#queues.get(key)?.length ?? 0
-  }
 }

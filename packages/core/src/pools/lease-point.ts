@@ -33,6 +33,8 @@ const AUTO_FALLBACK = 20
 interface TenantUsage {
   readonly key: TenantKey
   held: number
+  /** Callers of this tenant in a fair queue now. */
+  waiting: number
 }
 
 interface Waiter {
@@ -148,9 +150,7 @@ export class LeasePoint {
     const out: { service: string; orgId: string; checkedOut: number; waiting: number }[] = []
     for (const byOrg of this.#usage.values()) {
       for (const usage of byOrg.values()) {
-        let waiting = 0
-        for (const { queue } of this.#servers.values()) waiting += queue.countFor(usage)
-        if (usage.held > 0 || waiting > 0) out.push({ ...usage.key, checkedOut: usage.held, waiting })
+        if (usage.held > 0 || usage.waiting > 0) out.push({ ...usage.key, checkedOut: usage.held, waiting: usage.waiting })
       }
     }
     return out
@@ -159,10 +159,7 @@ export class LeasePoint {
   /** What one tenant holds and waits for now. */
   usage(key: TenantKey): { checkedOut: number; waiting: number } {
     const usage = this.#usage.get(key.service)?.get(key.orgId)
-    if (usage === undefined) return { checkedOut: 0, waiting: 0 }
-    let waiting = 0
-    for (const { queue } of this.#servers.values()) waiting += queue.countFor(usage)
-    return { checkedOut: usage.held, waiting }
+    return { checkedOut: usage?.held ?? 0, waiting: usage?.waiting ?? 0 }
   }
 
   /** A connection for this tenant, checked out through every rule above. */
@@ -203,7 +200,10 @@ export class LeasePoint {
       server.expiry = undefined
       server.byAge.clear()
       server.roomWaiters = 0
-      for (const waiter of server.queue.drain()) waiter.reject(new RegistryClosedError())
+      for (const waiter of server.queue.drain()) {
+        waiter.usage.waiting--
+        waiter.reject(new RegistryClosedError())
+      }
     }
     if (this.#checkedOut === 0) return Promise.resolve()
     return new Promise((resolve) => {
@@ -228,7 +228,6 @@ export class LeasePoint {
   #freed(usage: TenantUsage, pool: TargetPool): void {
     usage.held--
     this.#checkedOut--
-    this.#forgetIdleUsage(usage)
     const server = this.#servers.get(pool.target.server)
     if (server !== undefined && server.queue.size > 0) this.#dispatch(server)
     // A pool nothing uses can make room for a waiter blocked by maxPools, on any server.
@@ -264,18 +263,19 @@ export class LeasePoint {
     let byOrg = this.#usage.get(key.service)
     if (byOrg === undefined) this.#usage.set(key.service, (byOrg = new Map()))
     let usage = byOrg.get(key.orgId)
-    if (usage === undefined) byOrg.set(key.orgId, (usage = { key, held: 0 }))
+    if (usage === undefined) byOrg.set(key.orgId, (usage = { key, held: 0, waiting: 0 }))
     return usage
   }
 
-  /** Usage records exist only while a tenant holds or waits (the fair queue keys on their identity). */
-  #forgetIdleUsage(usage: TenantUsage): void {
-    if (usage.held > 0) return
-    for (const { queue } of this.#servers.values()) if (queue.countFor(usage) > 0) return
-    const byOrg = this.#usage.get(usage.key.service)
-    if (byOrg?.get(usage.key.orgId) !== usage) return
-    byOrg.delete(usage.key.orgId)
-    if (byOrg.size === 0) this.#usage.delete(usage.key.service)
+  /**
+   * Drops the records of tenants neither holding nor waiting (the registry's sweeper calls it): kept
+   * between checkouts so a busy tenant's record is not rebuilt per query, and still bounded.
+   */
+  sweep(): void {
+    for (const [service, byOrg] of this.#usage) {
+      for (const [orgId, usage] of byOrg) if (usage.held === 0 && usage.waiting === 0) byOrg.delete(orgId)
+      if (byOrg.size === 0) this.#usage.delete(service)
+    }
   }
 
   #checkout(binding: TenantBinding): Promise<PooledConnection> {
@@ -288,6 +288,7 @@ export class LeasePoint {
     return new Promise<PooledConnection>((resolve, reject) => {
       const waiter: Waiter = { usage, binding, server, since: this.#clock.now(), resolve, reject, blockedBy: 'connections.max' }
       server.roomWaiters++
+      usage.waiting++
       server.queue.push(usage, waiter)
       server.byAge.add(waiter)
       server.expiry ??= this.#scheduleExpiry(server, this.#limits.acquireTimeoutMs)
@@ -339,6 +340,7 @@ export class LeasePoint {
 
   /** A waiter left the queue (served or expired). */
   #dequeued(waiter: Waiter): void {
+    waiter.usage.waiting--
     waiter.server.byAge.delete(waiter)
     if (NEEDS_ROOM.has(waiter.blockedBy)) waiter.server.roomWaiters--
   }
@@ -433,7 +435,6 @@ export class LeasePoint {
   #expire(server: Server, waiter: Waiter): void {
     if (!server.queue.remove(waiter.usage, waiter)) return
     this.#dequeued(waiter)
-    this.#forgetIdleUsage(waiter.usage)
     if (server.budget.discovering) {
       // 'auto' is still unknown: the first connection to the server has not come back.
       waiter.reject(

@@ -163,10 +163,6 @@ export class TargetPool {
     return this.#sizing.max
   }
 
-  get retired(): boolean {
-    return this.#retired
-  }
-
   get lastUsedAt(): number {
     return this.#lastUsedAt
   }

@@ -154,6 +154,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     this.#sweeper = clock.setInterval(() => {
       this.#pools.sweep()
       this.#bindings.sweep()
+      this.#leases.sweep()
     }, options.eviction.sweepIntervalMs)
     this.#sweeper.unref?.()
   }
@@ -268,7 +269,8 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       connections.checkedOut += pool.checkedOut
     }
     for (const pool of this.#pools.pools()) add(pool, false)
-    for (const pool of this.#pools.draining()) add(pool, true)
+    const draining = this.#pools.draining()
+    for (const pool of draining) add(pool, true)
     const servers = this.#leases.servers().map((s) => ({ ...s, max: s.max ?? null }))
     for (const s of servers) connections.waiting += s.waiting
     const evictions = this.#pools.evictions
@@ -277,7 +279,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       pools: {
         count: this.#pools.size,
         max: this.#options.eviction.maxPools,
-        draining: this.#pools.draining().length,
+        draining: draining.length,
         created: this.#pools.created,
         list,
       },
