@@ -14,6 +14,8 @@ export type HyperconnErrorCode =
   | 'HC_TRANSACTION_ROLLED_BACK'
   | 'HC_CONTEXT_CONFLICT'
   | 'HC_UNSUPPORTED'
+  | 'HC_CONNECTION_LEAK'
+  | 'HC_HOOK_FAILED'
 
 const CODES: ReadonlySet<string> = new Set<HyperconnErrorCode>([
   'HC_INVALID_OPTIONS',
@@ -30,6 +32,8 @@ const CODES: ReadonlySet<string> = new Set<HyperconnErrorCode>([
   'HC_TRANSACTION_ROLLED_BACK',
   'HC_CONTEXT_CONFLICT',
   'HC_UNSUPPORTED',
+  'HC_CONNECTION_LEAK',
+  'HC_HOOK_FAILED',
 ])
 
 /** Constructor options of hyperconn errors. */
@@ -246,6 +250,51 @@ export class ContextConflictError extends HyperconnError {
 export class UnsupportedError extends HyperconnError {
   constructor(message: string) {
     super('HC_UNSUPPORTED', message)
+  }
+}
+
+/** Why a checked-out connection was taken from its holder: see `ConnectionLeakError`. */
+export type LeakReason = 'threshold' | 'scope'
+
+/**
+ * The connection was taken back from its holder: it was held longer than `leakDetection.thresholdMs`
+ * (with `destroy: true`), or it was still held when its `registry.scope(fn)` settled. Release connections
+ * in a `finally` (or with `await using`) inside the scope that acquired them.
+ */
+export class ConnectionLeakError extends HyperconnError {
+  readonly service: string
+  readonly orgId: string
+  readonly reason: LeakReason
+  constructor(service: string, orgId: string, reason: LeakReason) {
+    super(
+      'HC_CONNECTION_LEAK',
+      reason === 'threshold'
+        ? `This connection of service "${service}", org "${orgId}" was held longer than leakDetection.thresholdMs and was destroyed (leakDetection.destroy). ` +
+            'Release it in a finally block (or with await using) as soon as the work is done, or raise thresholdMs for long jobs.'
+        : `This connection of service "${service}", org "${orgId}" was still held when its registry.scope() settled and was destroyed. ` +
+            'Await all work and release connections (finally / await using) before the scope callback returns.',
+    )
+    this.service = service
+    this.orgId = orgId
+    this.reason = reason
+  }
+}
+
+/** A lifecycle hook (`onClaim`) threw: the connection was destroyed and the acquire rejected. `cause` is the hook's error. */
+export class LifecycleHookError extends HyperconnError {
+  readonly hook: 'onClaim' | 'onRelease'
+  readonly service: string
+  readonly orgId: string
+  constructor(hook: 'onClaim' | 'onRelease', service: string, orgId: string, message: string, options?: HyperconnErrorOptions) {
+    super(
+      'HC_HOOK_FAILED',
+      `The ${hook} hook of service "${service}", org "${orgId}" failed: ${message}. The connection was destroyed; ` +
+        `fix the hook (it runs on every checkout${hook === 'onClaim' ? ', after the tenant\'s settings' : ', before the connection goes back'}).`,
+      options,
+    )
+    this.hook = hook
+    this.service = service
+    this.orgId = orgId
   }
 }
 

@@ -18,6 +18,7 @@ export type {
   TenantPoolOptions,
 } from './registry/registry-options.js'
 export type { EvictionReason, RegistryEventName, RegistryEvents, RegistryListener } from './registry/registry-events.js'
+export type { HookConnection, LeakDetectionOptions, LifecycleHooks } from './pools/lease-hooks.js'
 export type { Logger } from './registry/registry-logger.js'
 export type { Clock, TimerHandle } from './clock.js'
 export { TenantPool } from './pools/tenant-pool.js'
@@ -48,11 +49,13 @@ export type {
 
 export {
   ConnectionError,
+  ConnectionLeakError,
   ContextConflictError,
   HyperconnError,
   InvalidOptionsError,
   InvalidTenantIdError,
   hyperconnErrorOf,
+  LifecycleHookError,
   isHyperconnError,
   PoolSaturatedError,
   RegistryClosedError,
@@ -65,6 +68,6 @@ export {
   UnknownServiceError,
   UnsupportedError,
 } from './hyperconn-error.js'
-export type { HyperconnErrorCode, HyperconnErrorOptions, SaturatedLimit } from './hyperconn-error.js'
+export type { HyperconnErrorCode, HyperconnErrorOptions, LeakReason, SaturatedLimit } from './hyperconn-error.js'
 export { redactConnectionString } from './secrets/secret-redaction.js'
 export { TENANT_ID_PATTERN } from './tenant-validation.js'

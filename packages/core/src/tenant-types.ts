@@ -27,6 +27,8 @@ export interface PoolLease {
   redact(error: unknown): unknown
   /** Give the connection back; pass an error (or true) to destroy it instead (dead backend, failed COMMIT). Idempotent. */
   release(destroy?: Error | boolean): void
+  /** Once the connection was taken back as a leak: the error its holder gets (`ConnectionLeakError`). */
+  readonly revokedError: Error | undefined
 }
 
 /** What the transaction engine and tenant handles need from the registry. */
@@ -70,14 +72,17 @@ export interface TransactionOptions {
  * active transaction of the same tenant it is the transaction's connection, and its queries are
  * serialised with every other query of that transaction.
  */
-export interface TenantConnection {
+export interface TenantConnection extends AsyncDisposable {
   /** Runs a statement on this connection (in a transaction, serialised with its other queries). */
   query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>
   /** True when this connection belongs to the active transaction. */
   readonly inTransaction: boolean
   /** Backend process id, for diagnostics. */
   readonly processID: number | undefined
-  /** Give the connection back. Idempotent; for a transaction's connection it only ends this handle. */
+  /**
+   * Give the connection back. Idempotent; for a transaction's (or a pinned) connection it only ends this
+   * handle. `await using conn = await tenant.acquire()` calls it at the end of the block.
+   */
   release(error?: Error): void
 }
 
@@ -96,4 +101,11 @@ export interface Tenant<TService extends string = string> {
   transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T>
   /** For adapter authors: a connection that follows the transaction context (see `TenantConnection`). */
   acquire(): Promise<TenantConnection>
+  /**
+   * Runs `fn` with one connection of this tenant pinned to its async context, without BEGIN: every query
+   * of this tenant inside (any adapter, `query`, `getPool().query`) runs on it, concurrent ones one after
+   * another, and a transaction started inside runs on it too. Session state (`SET`, advisory locks)
+   * persists across them. Inside an active transaction (or pinned scope) of this tenant, `fn` just runs there.
+   */
+  connection<T>(fn: () => Promise<T>): Promise<T>
 }

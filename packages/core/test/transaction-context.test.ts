@@ -13,10 +13,10 @@ import {
 import type { TransactionScope } from '../src/transactions/transaction-state.js'
 import { deferred } from './support/pool-access.js'
 
-const SLOT = Symbol.for('@hyperconn/core/context@1')
+const SLOT = Symbol.for(`@hyperconn/core/context@${CONTEXT_VERSION}`)
 
 // Frames only store scopes; these tests never call into them.
-const fakeScope = (name: string) => ({ name }) as unknown as TransactionScope
+const fakeScope = (name: string) => ({ name, kind: 'transaction' }) as unknown as TransactionScope
 const a = { service: 'core', orgId: 'a' }
 const b = { service: 'core', orgId: 'b' }
 const billingA = { service: 'billing', orgId: 'a' }
@@ -66,7 +66,8 @@ describe('one AsyncLocalStorage per process', () => {
   })
 
   it('a copy registered under another slot symbol, or a malformed slot, also conflicts', () => {
-    const future = { [Symbol.for('@hyperconn/core/context@2')]: { version: 2 } }
+    const future = { [Symbol.for(`@hyperconn/core/context@${CONTEXT_VERSION + 1}`)]: { version: CONTEXT_VERSION + 1 } }
+    expect(() => claimContextStorage({ [Symbol.for('@hyperconn/core/context@1')]: { version: 1 } })).toThrow(ContextConflictError)
     expect(() => claimContextStorage(future)).toThrow(ContextConflictError)
     expect(() => claimContextStorage({ [SLOT]: { version: CONTEXT_VERSION, storage: {} } })).toThrow(ContextConflictError)
     expect(() => claimContextStorage({ [SLOT]: null })).toThrow(ContextConflictError)

@@ -1,19 +1,22 @@
-import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import type { Clock, TimerHandle } from '../clock.js'
-import { ConnectionError, HyperconnError, PoolSaturatedError, RegistryClosedError, TransactionClosedError } from '../hyperconn-error.js'
-import type { SaturatedLimit } from '../hyperconn-error.js'
+import { ConnectionError, HyperconnError, LifecycleHookError, PoolSaturatedError, RegistryClosedError } from '../hyperconn-error.js'
+import type { LeakReason, SaturatedLimit } from '../hyperconn-error.js'
 import { sqlStateOf } from '../pg-error.js'
 import type { Logger } from '../registry/registry-logger.js'
 import type { SecretCache } from '../secrets/secret-cache.js'
 import { redactText } from '../secrets/secret-redaction.js'
 import type { PoolLease, TenantKey } from '../tenant-types.js'
 import { AUTO_BUDGET_QUERY, autoBudget, ConnectionBudget } from './connection-budget.js'
+import { ConnectionLease, redactInPlace } from './connection-lease.js'
+import type { LeaseOwner } from './connection-lease.js'
 import { FairQueue } from './fair-queue.js'
+import type { LifecycleHooks } from './lease-hooks.js'
+import { enterScope, scopeOf } from './lease-scope.js'
+import { LeakWatch } from './leak-watch.js'
 import type { PooledConnection, TargetPool } from './target-pool.js'
 import type { TargetPoolCache } from './target-pool-cache.js'
 import type { TenantBinding } from './tenant-binding.js'
 import type { TenantBindingCache } from './tenant-binding-cache.js'
-import { TenantSettings } from './tenant-settings.js'
 
 export interface LeaseLimits {
   /** Connections per server; 'auto' reads the server's own limit on first contact. */
@@ -23,11 +26,40 @@ export interface LeaseLimits {
   readonly acquireTimeoutMs: number
 }
 
+/** What happens around each checkout besides the limits. */
+export interface LeasePolicy {
+  /** Lifecycle hooks of the services that have any (service hooks already replace registry-wide ones). */
+  readonly hooks: ReadonlyMap<string, LifecycleHooks>
+  readonly leakDetection: { readonly thresholdMs: number; readonly destroy: boolean } | undefined
+  /** An idle connection unused for at least this long is validated before it is handed out. */
+  readonly validateAfterIdleMs: number
+}
+
+/** A checkout taken from its holder or held too long, as the registry reports it. */
+export interface LeakReport {
+  readonly service: string
+  readonly orgId: string
+  readonly heldMs: number
+  readonly stack: string
+  readonly reason: LeakReason
+  /** The connection was destroyed (its holder's next query rejects with `ConnectionLeakError`). */
+  readonly destroyed: boolean
+}
+
+/** What the lease point tells the registry. */
+export interface LeaseEvents {
+  leak(report: LeakReport): void
+}
+
+const NO_STACK = '(not captured: set leakDetection to record where connections are acquired)'
+
 // SQLSTATEs that mean "the password in our secret is stale": refresh the secret once and retry.
 const AUTH_FAILURES: ReadonlySet<string> = new Set(['28P01', '28000'])
 const AUTH_REFRESH_INTERVAL_MS = 30_000
 // Used when 'auto' cannot be read (the query failed): pg's own default pool size, times two.
 const AUTO_FALLBACK = 20
+// After a server restart every idle connection of a pool is dead; each one found costs one pass.
+const MAX_DEAD_IDLE = 64
 
 /** What the lease point alone tracks per tenant; never shared with another module. */
 interface TenantUsage {
@@ -69,6 +101,7 @@ interface Server {
 const NEEDS_ROOM: ReadonlySet<SaturatedLimit> = new Set(['connections.max', 'eviction.maxPools'])
 
 type Started = PooledConnection | Promise<PooledConnection>
+type Lease = ConnectionLease<TenantUsage>
 
 /**
  * The one place every connection is checked out and back in, whatever asked for it (an adapter,
@@ -81,19 +114,26 @@ type Started = PooledConnection | Promise<PooledConnection>
  *    `acquireTimeoutMs`, then get `PoolSaturatedError`; when the budget is full while another pool of
  *    the server has idle connections, one of those is closed to make room;
  * 3. a connection: an idle one carrying the tenant's settings if possible, else any idle one, else a new
- *    one; a refused password (28P01/28000) refetches the secret once and retries once;
- * 4. the tenant's settings, applied before its first query (skipped when the connection carries them).
+ *    one; a refused password (28P01/28000) refetches the secret once and retries once; an idle one unused
+ *    for `validateAfterIdleMs` is validated first (a dead one is destroyed and another taken);
+ * 4. the tenant's settings, applied before its first query (skipped when the connection carries them),
+ *    then the service's `onClaim` hook (a throwing hook destroys the connection and rejects);
+ * 5. watching: leak detection (held past `thresholdMs`) and `scope(fn)`.
  *
- * Release runs it backwards: a connection that comes back inside a transaction, broken, or from a
- * failed settings round trip is destroyed, never handed to the next caller; then the next waiter is served.
+ * Release runs it backwards (see ConnectionLease: rollback or destroy, `onRelease`), then the next waiter
+ * is served.
  */
-export class LeasePoint {
+export class LeasePoint implements LeaseOwner<TenantUsage> {
   readonly #bindings: TenantBindingCache
   readonly #pools: TargetPoolCache
   readonly #secrets: SecretCache
   readonly #limits: LeaseLimits
+  readonly #policy: LeasePolicy
+  readonly #events: LeaseEvents
+  readonly #watch: LeakWatch<Lease> | undefined
   readonly #clock: Clock
   readonly #logger: Logger
+  #leaks = 0
   readonly #servers = new Map<string, Server>()
   readonly #usage = new Map<string, Map<string, TenantUsage>>()
   readonly #lastAuthRefresh = new Map<string, number>()
@@ -119,6 +159,8 @@ export class LeasePoint {
     pools: TargetPoolCache,
     secrets: SecretCache,
     limits: LeaseLimits,
+    policy: LeasePolicy,
+    events: LeaseEvents,
     clock: Clock,
     logger: Logger,
   ) {
@@ -126,8 +168,18 @@ export class LeasePoint {
     this.#pools = pools
     this.#secrets = secrets
     this.#limits = limits
+    this.#policy = policy
+    this.#events = events
     this.#clock = clock
     this.#logger = logger
+    const detection = policy.leakDetection
+    this.#watch =
+      detection === undefined ? undefined : new LeakWatch<Lease>(detection.thresholdMs, clock, (lease, heldMs) => this.#leaked(lease, heldMs, 'threshold'))
+  }
+
+  /** Checkouts reported as leaks so far (held past the threshold, or left held by a scope). */
+  get leaks(): number {
+    return this.#leaks
   }
 
   get checkedOut(): number {
@@ -165,17 +217,22 @@ export class LeasePoint {
   /** A connection for this tenant, checked out through every rule above. */
   async acquire(key: TenantKey): Promise<PoolLease> {
     if (this.#closed) throw new RegistryClosedError()
+    // Before the first await, so the stack is the caller's; only when someone will read it.
+    const origin = this.#watch === undefined ? undefined : new Error('acquired here')
     const cached = this.#bindings.get(key)
     let binding = cached instanceof Promise ? await cached : cached
-    // At most two attempts: the second only after a refused password brought a new secret version.
-    for (let attempt = 0; attempt < 2; attempt++) {
+    let authRetried = false
+    // Each pass ends in a lease, a throw, or one connection destroyed: an auth retry, or an idle connection
+    // found dead (every idle connection of a pool may be, after a server restart), so it is bounded.
+    for (let attempt = 0; attempt <= MAX_DEAD_IDLE; attempt++) {
       // Checked after every await: a caller that outlived close() must not open a connection.
       if (this.#closed) throw new RegistryClosedError()
       let conn: PooledConnection
       try {
         conn = await this.#checkout(binding)
       } catch (error) {
-        if (attempt === 0 && !this.#closed && AUTH_FAILURES.has(sqlStateOf(error) ?? '')) {
+        if (!authRetried && !this.#closed && AUTH_FAILURES.has(sqlStateOf(error) ?? '')) {
+          authRetried = true
           const fresh = await this.#afterAuthFailure(binding)
           if (fresh.fingerprint !== binding.fingerprint) {
             binding = fresh
@@ -184,9 +241,68 @@ export class LeasePoint {
         }
         throw connectionError(binding, error)
       }
-      return new Lease(this, conn, binding, this.#usageOf(binding.key))
+      const lease: Lease = new ConnectionLease(this, conn, binding, this.#usageOf(binding.key), this.#policy.hooks.get(key.service), origin)
+      if (this.#needsValidation(conn) && !(await lease.validate())) continue
+      try {
+        await lease.claim()
+      } catch (error) {
+        lease.release(true)
+        throw claimFailed(binding, error)
+      }
+      this.#track(lease)
+      return lease
     }
-    throw new Error('unreachable')
+    throw new ConnectionError(
+      `Every idle connection tried for service "${binding.key.service}", org "${binding.key.orgId}" (${binding.target.label}) was dead. Retry; if it persists, check the server.`,
+      undefined,
+    )
+  }
+
+  /**
+   * Runs `fn`; every connection checked out inside its async context and still held when it settles is
+   * destroyed and reported as a leak (reason 'scope'), as is one whose checkout completes after that.
+   */
+  async scope<T>(fn: () => Promise<T>): Promise<T> {
+    const { scope, result } = enterScope<Lease, T>(this, fn)
+    try {
+      return await result
+    } finally {
+      scope.open = false
+      for (const lease of [...scope.held]) this.#leaked(lease, this.#clock.now() - lease.acquiredAt, 'scope')
+    }
+  }
+
+  /** An idle connection unused for `validateAfterIdleMs`: the server may have restarted meanwhile. */
+  #needsValidation(conn: PooledConnection): boolean {
+    // uses is 1 for a connection opened for this checkout.
+    return conn.uses > 1 && this.#clock.now() - conn.idleSince >= this.#policy.validateAfterIdleMs
+  }
+
+  /** Leak detection and scopes watch the checkout. */
+  #track(lease: Lease): void {
+    const scope = scopeOf<Lease>(this)
+    if (this.#watch === undefined && scope === undefined) return
+    lease.acquiredAt = this.#clock.now()
+    this.#watch?.add(lease)
+    if (scope === undefined) return
+    if (!scope.open) {
+      // Checked out after its scope settled (a query fn did not await): taken back at once.
+      this.#leaked(lease, 0, 'scope')
+      return
+    }
+    lease.scope = scope
+    scope.held.add(lease)
+  }
+
+  /** Reports a leak; destroys the connection for a scope, or with leakDetection.destroy. */
+  #leaked(lease: Lease, heldMs: number, reason: LeakReason): void {
+    this.#leaks++
+    const destroy = reason === 'scope' || this.#policy.leakDetection?.destroy === true
+    const { service, orgId } = lease.binding.key
+    if (destroy) lease.revoke(reason)
+    // Not destroyed: it no longer keeps its pool from being evicted (the holder's queries fail then).
+    else lease.conn.pool.markLeaked(lease.conn)
+    this.#events.leak({ service, orgId, heldMs, stack: lease.stack ?? NO_STACK, reason, destroyed: destroy })
   }
 
   /**
@@ -195,6 +311,7 @@ export class LeasePoint {
    */
   close(): Promise<void> {
     this.#closed = true
+    this.#watch?.stop()
     for (const server of this.#servers.values()) {
       if (server.expiry !== undefined) this.#clock.clearTimeout(server.expiry)
       server.expiry = undefined
@@ -211,17 +328,25 @@ export class LeasePoint {
     })
   }
 
-  /** @internal Lease → lease point: the connection is back. */
-  release(conn: PooledConnection, usage: TenantUsage, destroy: boolean): void {
+  /** @internal LeaseOwner: the checkout ended, stop watching it. */
+  ended(lease: Lease): void {
+    this.#watch?.delete(lease)
+    lease.scope?.held.delete(lease)
+  }
+
+  /** @internal LeaseOwner: the connection is back (the lease already applied its hygiene). */
+  checkIn(lease: Lease, destroy: boolean): void {
+    const conn = lease.conn
     const pool = conn.pool
-    // Hygiene: a connection in (or failed inside) a transaction, or with a query still running or queued
-    // (released before it settled), must never reach another caller.
-    const client = conn.client as unknown as { _txStatus?: string | null; _activeQuery?: unknown; _queryQueue?: unknown[] }
-    const busy = client._activeQuery != null || (client._queryQueue?.length ?? 0) > 0
-    const txStatus = client._txStatus
-    if (destroy || busy || conn.dead || (txStatus !== 'I' && txStatus != null)) void pool.destroy(conn)
+    if (destroy || conn.dead) void pool.destroy(conn)
     else pool.checkIn(conn)
-    this.#freed(usage, pool)
+    this.#freed(lease.usage, pool)
+  }
+
+  /** @internal LeaseOwner */
+  releaseHookFailed(lease: Lease, error: unknown): void {
+    const message = describe(redactInPlace(error, lease.binding.redactions))
+    this.#logger.warn({ service: lease.binding.key.service, orgId: lease.binding.key.orgId, err: message }, 'hyperconn: onRelease hook failed; connection destroyed')
   }
 
   /** A checkout ended (released, or its connection failed to open): serve whoever can use what it freed. */
@@ -481,155 +606,6 @@ export class LeasePoint {
   }
 }
 
-/**
- * A checked-out connection of one tenant. The tenant's session settings are applied before its first
- * query (`query`, `prepare`) or transaction-locally right after BEGIN (`begin`).
- */
-class Lease implements PoolLease {
-  readonly #point: LeasePoint
-  readonly #conn: PooledConnection
-  readonly #binding: TenantBinding
-  readonly #usage: TenantUsage
-  #prepared = false
-  #inTransaction = false
-  #untrusted = false
-  #released = false
-
-  constructor(point: LeasePoint, conn: PooledConnection, binding: TenantBinding, usage: TenantUsage) {
-    this.#point = point
-    this.#conn = conn
-    this.#binding = binding
-    this.#usage = usage
-  }
-
-  get client(): PooledConnection['client'] {
-    return this.#conn.client
-  }
-
-  get processID(): number | undefined {
-    return (this.#conn.client as unknown as { processID?: number | null }).processID ?? undefined
-  }
-
-  async query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>> {
-    if (this.#released) throw released()
-    if (!this.#prepared && !this.#inTransaction) {
-      await this.prepare()
-      // Released meanwhile: the connection may already serve someone else.
-      if (this.#released) throw released()
-    }
-    let result: QueryResult<R>
-    try {
-      result = await this.#conn.client.query<R>(config, values)
-    } catch (error) {
-      // A failed multi-statement query may have run a SET before failing: assume the worst.
-      this.#conn.carry(undefined)
-      throw error
-    }
-    observe(this.#conn, result)
-    return result
-  }
-
-  /** Session level: the connection carries the tenant's settings from now on (skipped if it already does). */
-  async prepare(): Promise<void> {
-    if (this.#prepared) return
-    if (this.#released) throw released()
-    const target = this.#binding.settings
-    const carried = this.#conn.carried
-    if (carried?.signature !== target.signature) {
-      try {
-        const known = carried ?? (await this.#reset())
-        if (known.signature !== target.signature) {
-          await this.#conn.client.query(target.transitionFrom(known, false))
-          this.#conn.carry(target)
-        }
-      } catch (error) {
-        throw this.#settingsFailed(error)
-      }
-    }
-    this.#prepared = true
-  }
-
-  /**
-   * BEGIN, then the tenant's settings transaction-locally (skipped if the connection carries them). The
-   * lease then belongs to that transaction: its statements need no session-level settings, and the
-   * transaction releases it when it ends.
-   */
-  async begin(sql: string): Promise<void> {
-    if (this.#released) throw released()
-    const target = this.#binding.settings
-    let carried: TenantSettings
-    try {
-      carried = this.#conn.carried ?? (await this.#reset())
-    } catch (error) {
-      throw this.#settingsFailed(error)
-    }
-    await this.#conn.client.query(sql)
-    this.#inTransaction = true
-    if (carried.signature === target.signature) return
-    try {
-      await this.#conn.client.query(target.transitionFrom(carried, true))
-    } catch (error) {
-      throw this.#settingsFailed(error)
-    }
-  }
-
-  /**
-   * The raw connection has been handed to code that sends statements around `query` (a `getPool()`
-   * client): what it carries afterwards is unknown, so the next checkout resets it.
-   */
-  forgetCarried(): void {
-    this.#conn.carry(undefined)
-  }
-
-  /**
-   * Rewrites an error from this connection so it carries no secret of the tenant, keeping its class and
-   * fields (users branch on them). A connection the registry ended at its close deadline reports that.
-   */
-  redact(error: unknown): unknown {
-    if (this.#conn.closedByRegistry && !(error instanceof HyperconnError)) {
-      return new RegistryClosedError(
-        `The registry was closed (registry.close() reached its timeoutMs) while this connection of service "${this.#binding.key.service}", org "${this.#binding.key.orgId}" was in use; its work did not complete.`,
-        { cause: redactInPlace(error, this.#binding.redactions) },
-      )
-    }
-    return redactInPlace(error, this.#binding.redactions)
-  }
-
-  release(destroy?: Error | boolean): void {
-    if (this.#released) return
-    this.#released = true
-    this.#point.release(this.#conn, this.#usage, destroy === true || destroy instanceof Error || this.#untrusted)
-  }
-
-  /** Settings never half-applied: any failure makes the connection untrusted (destroyed on release). */
-  #settingsFailed(error: unknown): ConnectionError {
-    this.#untrusted = true
-    const { service, orgId } = this.#binding.key
-    const sqlState = sqlStateOf(error)
-    const message = redactText(error instanceof Error ? error.message : String(error), this.#binding.redactions)
-    return new ConnectionError(
-      `Could not apply the session settings of service "${service}", org "${orgId}" (${this.#binding.settings.names.join(', ') || 'reset'}): ${message}. ` +
-        "Check the setting names and values in the secret's options=-c ..., the service's tenantSettings and isolation.",
-      sqlState,
-      { cause: new Error(message) },
-    )
-  }
-
-  /**
-   * A connection whose state a caller changed is reset to its defaults first (one extra round trip).
-   * RESET ALL leaves the role and session authorization alone: those are reset explicitly.
-   */
-  async #reset(): Promise<TenantSettings> {
-    await this.#conn.client.query('SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL')
-    this.#conn.carry(TenantSettings.none)
-    return TenantSettings.none
-  }
-}
-
-function released(): TransactionClosedError {
-  return new TransactionClosedError('this connection was already released')
-}
-
 function first<T>(set: Set<T>): T | undefined {
   for (const item of set) return item
   return undefined
@@ -637,34 +613,16 @@ function first<T>(set: Set<T>): T | undefined {
 
 const heldBy = (usage: TenantUsage): number => usage.held
 
-/** A SET/RESET/DISCARD a caller ran changes what the connection carries in ways we cannot see. */
-function observe(conn: PooledConnection, result: QueryResult | QueryResult[]): void {
-  if (Array.isArray(result)) {
-    for (const one of result) observe(conn, one)
-    return
-  }
-  const command = result.command
-  if (command === 'SET' || command === 'RESET' || command === 'DISCARD') conn.carry(undefined)
+function describe(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error)
 }
 
-// pg DatabaseError fields that may echo query text or values
-const REDACTED_FIELDS = ['message', 'detail', 'hint', 'where', 'internalQuery'] as const
-
-function redactInPlace(error: unknown, redactions: readonly string[]): unknown {
-  if (!(error instanceof Error) || error instanceof HyperconnError) return error
-  const fields = error as unknown as Record<string, unknown>
-  let leaked = false
-  for (const field of REDACTED_FIELDS) {
-    const value = fields[field]
-    if (typeof value !== 'string') continue
-    const clean = redactText(value, redactions)
-    if (clean !== value) {
-      leaked = true
-      fields[field] = clean
-    }
-  }
-  if (leaked && typeof error.stack === 'string') error.stack = redactText(error.stack, redactions)
-  return error
+function claimFailed(binding: TenantBinding, error: unknown): unknown {
+  // A settings failure is the lease point's own error, already typed and redacted.
+  if (error instanceof HyperconnError) return error
+  const redacted = redactInPlace(error, binding.redactions)
+  const message = redactText(redacted instanceof Error ? redacted.message : String(redacted), binding.redactions)
+  return new LifecycleHookError('onClaim', binding.key.service, binding.key.orgId, message, { cause: redacted })
 }
 
 function connectionError(binding: TenantBinding, error: unknown): unknown {

@@ -9,7 +9,10 @@ export interface PoolSizing {
   readonly max: number
   /** An idle connection is closed after this long; 0 = never. */
   readonly idleTimeoutMillis: number
-  /** A connection is closed when checked in after this long; 0 = no limit. */
+  /**
+   * A connection is closed when checked in (or found idle) after this long, less up to 10% at random per
+   * connection so connections opened together do not all close together; 0 = no limit.
+   */
   readonly maxLifetimeSeconds: number
   /** A connection is closed when checked in after this many checkouts; 0 = no limit. */
   readonly maxUses: number
@@ -17,6 +20,8 @@ export interface PoolSizing {
 
 export type ConnectionErrorReporter = (pool: TargetPool, error: Error, phase: 'idle' | 'checked-out') => void
 
+// maxLifetimeSeconds is shortened by up to this fraction per connection.
+const LIFETIME_JITTER = 0.1
 // A socket that never answers our Terminate must not hold a budget slot forever.
 const CLOSE_TIMEOUT_MS = 5_000
 
@@ -28,6 +33,8 @@ export class PooledConnection {
   readonly client: pg.Client
   readonly pool: TargetPool
   readonly createdAt: number
+  /** When it is closed instead of reused (maxLifetimeSeconds with jitter); Infinity = never. */
+  readonly expiresAt: number
   #carried: TenantSettings | undefined = TenantSettings.none
   /** The signature the pool filed this connection under while idle (owned by the pool). */
   #filedAs: string | undefined
@@ -35,11 +42,34 @@ export class PooledConnection {
   #idleSince = 0
   #dead = false
   #closedByRegistry = false
+  #leaked = false
+  #leakClosed = false
 
-  constructor(client: pg.Client, pool: TargetPool, createdAt: number) {
+  constructor(client: pg.Client, pool: TargetPool, createdAt: number, expiresAt: number) {
     this.client = client
     this.pool = pool
     this.createdAt = createdAt
+    this.expiresAt = expiresAt
+  }
+
+  /** Reported as a leak while checked out (owned by the pool). */
+  get leaked(): boolean {
+    return this.#leaked
+  }
+
+  /** @internal */
+  setLeaked(leaked: boolean): void {
+    this.#leaked = leaked
+  }
+
+  /** A reported leak closed because its pool was evicted: its holder's statements are refused. */
+  get leakClosed(): boolean {
+    return this.#leakClosed
+  }
+
+  /** @internal */
+  markLeakClosed(): void {
+    this.#leakClosed = true
   }
 
   /** The session settings this connection carries; undefined when unknown (a SET ran on it). */
@@ -119,6 +149,8 @@ export class TargetPool {
   readonly #idle = new Set<PooledConnection>()
   readonly #idleBySignature = new Map<string, Set<PooledConnection>>()
   #checkedOut = 0
+  /** Checked-out connections reported as leaks: they do not keep the pool from being evicted. */
+  #leaked = 0
   #opening = 0
   #lastUsedAt: number
   #retired = false
@@ -167,9 +199,9 @@ export class TargetPool {
     return this.#lastUsedAt
   }
 
-  /** Nothing checked out or opening: the pool may be ended without waiting. */
+  /** Nothing checked out (but leaks) or opening: the pool may be ended without waiting for a caller. */
   get unused(): boolean {
-    return this.#checkedOut === 0 && this.#opening === 0
+    return this.#checkedOut === this.#leaked && this.#opening === 0
   }
 
   /** Another connection may be opened here (the budget is asked separately). */
@@ -183,9 +215,16 @@ export class TargetPool {
    */
   takeIdle(settings: TenantSettings): PooledConnection | undefined {
     let conn: PooledConnection | undefined
-    const matching = this.#idleBySignature.get(settings.signature)
-    if (matching !== undefined) conn = first(matching)
-    conn ??= first(this.#idle)
+    const now = this.#clock.now()
+    // Bounded: each pass closes one expired connection.
+    for (let expired = 0; expired <= this.#idle.size; expired++) {
+      const matching = this.#idleBySignature.get(settings.signature)
+      conn = matching === undefined ? undefined : first(matching)
+      conn ??= first(this.#idle)
+      if (conn === undefined || conn.expiresAt > now) break
+      void this.#close(conn)
+      conn = undefined
+    }
     if (conn === undefined) return undefined
     this.#unidle(conn)
     this.#checkedOut++
@@ -197,7 +236,10 @@ export class TargetPool {
   /** Opens a connection and hands it out checked out. The budget slot is taken now and freed if it fails. */
   async open(): Promise<PooledConnection> {
     const client = new pg.Client({ ...this.target.clientConfig, password: () => this.target.password() })
-    const conn = new PooledConnection(client, this, this.#clock.now())
+    const now = this.#clock.now()
+    const lifetimeMs = this.#sizing.maxLifetimeSeconds * 1000
+    const expiresAt = lifetimeMs > 0 ? now + lifetimeMs * (1 - LIFETIME_JITTER * this.#clock.random()) : Infinity
+    const conn = new PooledConnection(client, this, now, expiresAt)
     this.#all.add(conn)
     this.#opening++
     this.budget.opened()
@@ -226,16 +268,11 @@ export class TargetPool {
   /** Back from a caller: kept idle, or closed when dead, expired, used up or the pool is retired. */
   checkIn(conn: PooledConnection): void {
     this.#checkedOut--
+    this.#unleak(conn)
     const now = this.#clock.now()
     this.#lastUsedAt = now
-    const { maxLifetimeSeconds, maxUses } = this.#sizing
-    if (
-      this.#retired ||
-      conn.dead ||
-      !this.#all.has(conn) ||
-      (maxUses > 0 && conn.uses >= maxUses) ||
-      (maxLifetimeSeconds > 0 && now - conn.createdAt >= maxLifetimeSeconds * 1000)
-    ) {
+    const maxUses = this.#sizing.maxUses
+    if (this.#retired || conn.dead || !this.#all.has(conn) || (maxUses > 0 && conn.uses >= maxUses) || now >= conn.expiresAt) {
       void this.#close(conn)
       return
     }
@@ -255,6 +292,7 @@ export class TargetPool {
   /** Back from a caller and not to be trusted (failed query state, hook failure, open transaction). */
   destroy(conn: PooledConnection): Promise<void> {
     this.#checkedOut--
+    this.#unleak(conn)
     this.#lastUsedAt = this.#clock.now()
     return this.#close(conn)
   }
@@ -265,13 +303,25 @@ export class TargetPool {
     return conn === undefined ? undefined : this.#close(conn)
   }
 
+  /** A checked-out connection was reported as a leak: it no longer keeps the pool in use. */
+  markLeaked(conn: PooledConnection): void {
+    if (conn.leaked || !this.#all.has(conn)) return
+    conn.setLeaked(true)
+    this.#leaked++
+  }
+
   /**
-   * Stop handing out connections: idle ones close now, checked-out ones when they come back. Resolves
-   * once every connection of the pool is closed.
+   * Stop handing out connections: idle ones and reported leaks close now (a leak's holder's next query
+   * fails), other checked-out ones when they come back. Resolves once every connection is closed.
    */
   retire(): Promise<void> {
     this.#retired = true
     for (const conn of [...this.#idle]) void this.#close(conn)
+    for (const conn of [...this.#all]) {
+      if (!conn.leaked) continue
+      conn.markLeakClosed()
+      void this.#close(conn)
+    }
     if (this.#all.size === 0) return Promise.resolve()
     return new Promise((resolve) => {
       const previous = this.#emptied
@@ -289,6 +339,12 @@ export class TargetPool {
       if (!this.#idle.has(conn)) conn.markClosedByRegistry()
       void this.#close(conn)
     }
+  }
+
+  #unleak(conn: PooledConnection): void {
+    if (!conn.leaked) return
+    conn.setLeaked(false)
+    this.#leaked--
   }
 
   #unidle(conn: PooledConnection): void {

@@ -37,13 +37,16 @@ export class TenantPool extends pg.Pool {
     this.#routes = routes
   }
 
-  /** A connection of this tenant, with its settings applied; `release()` it (once) when done. */
-  override connect(): Promise<PoolClient>
+  /**
+   * A connection of this tenant, with its settings applied; `release()` it (once) when done, or
+   * `await using client = await pool.connect()`.
+   */
+  override connect(): Promise<PoolClient & AsyncDisposable>
   /** `connect()` in pg's callback style: `done()` releases the client. */
   override connect(
     callback: (err: Error | undefined, client: PoolClient | undefined, done: (release?: unknown) => void) => void,
   ): void
-  override connect(callback?: ConnectCallback): Promise<PoolClient> | void {
+  override connect(callback?: ConnectCallback): Promise<PoolClient & AsyncDisposable> | void {
     const client = this.#connect()
     if (callback === undefined) return client
     client.then(
@@ -68,7 +71,7 @@ export class TenantPool extends pg.Pool {
     return Promise.resolve()
   }
 
-  async #connect(): Promise<PoolClient> {
+  async #connect(): Promise<PoolClient & AsyncDisposable> {
     const lease = await this.#routes.lease()
     try {
       await lease.prepare()
@@ -92,14 +95,22 @@ export class TenantPool extends pg.Pool {
 
 /**
  * The physical connection as a `pg.PoolClient` for one checkout: a proxy that stops working at
- * `release()`, so a holder that kept it can never reach the connection once another tenant has it.
+ * `release()`, so a holder that kept it can never reach the connection once another tenant has it, and
+ * that refuses queries with `ConnectionLeakError` once the lease point took it back as a leak.
  * What the holder ran on it cannot be seen, so the next checkout resets the connection.
  */
-function checkedOutClient(lease: PoolLease): PoolClient {
+function checkedOutClient(lease: PoolLease): PoolClient & AsyncDisposable {
   const client = lease.client as PoolClient
   let released = false
   const refuse = (): never => {
     throw new TransactionClosedError('this client was released to the pool; check out another with pool.connect()')
+  }
+  // pg's query(text, values?, callback?): a callback gets the error, otherwise the promise rejects.
+  const refuseRevoked = (error: Error) => (...args: unknown[]): Promise<never> | undefined => {
+    const callback = args.find((a): a is (e: Error) => void => typeof a === 'function')
+    if (callback === undefined) return Promise.reject(error)
+    queueMicrotask(() => callback(error))
+    return undefined
   }
   const release = (destroy?: Error | boolean): void => {
     if (released) throw new Error(ALREADY_RELEASED)
@@ -107,10 +118,19 @@ function checkedOutClient(lease: PoolLease): PoolClient {
     lease.forgetCarried()
     lease.release(destroy)
   }
-  return new Proxy(client, {
+  const dispose = (): Promise<void> => {
+    if (!released) release()
+    return Promise.resolve()
+  }
+  return new Proxy(client as PoolClient & AsyncDisposable, {
     get(target, property, receiver) {
       if (property === 'release') return release
+      if (property === Symbol.asyncDispose) return dispose
       if (released && (property === 'query' || property === 'connect')) return refuse
+      if (property === 'query') {
+        const revoked = lease.revokedError
+        if (revoked !== undefined) return refuseRevoked(revoked)
+      }
       const value: unknown = Reflect.get(target, property, receiver)
       return value
     },

@@ -1,3 +1,5 @@
+import type { LeakReason } from '../hyperconn-error.js'
+
 /** Why a physical pool was ended: idle too long, least recently used at `maxPools`, `registry.evict`, `registry.close`. */
 export type EvictionReason = 'idle' | 'lru' | 'manual' | 'close'
 
@@ -16,6 +18,19 @@ export interface RegistryEvents {
     phase: 'idle' | 'checked-out'
     message: string
     sqlState: string | undefined
+  }
+  /**
+   * A checkout held longer than `leakDetection.thresholdMs` (reported once), or still held when its
+   * `registry.scope(fn)` settled. `stack` is where it was acquired (captured only with `leakDetection`).
+   * `destroyed`: the connection was destroyed and its holder's next query rejects with `ConnectionLeakError`.
+   */
+  'connection:leak': {
+    service: string
+    orgId: string
+    heldMs: number
+    stack: string
+    reason: LeakReason
+    destroyed: boolean
   }
 }
 

@@ -7,13 +7,22 @@ import { silentLogger } from './registry-logger.js'
 import type { SecretSource } from '../secrets/secret-source.js'
 import { settingNameProblem } from '../pools/tenant-settings.js'
 import type { PoolSizing } from '../pools/target-pool.js'
+import type { LeakDetectionOptions, LifecycleHooks } from '../pools/lease-hooks.js'
 import { TENANT_ID_PATTERN } from '../tenant-validation.js'
 
 /** pg pool options; where to connect always comes from the tenant's secret, never from here. */
 export type TenantPoolOptions = Omit<
   PoolConfig,
   'connectionString' | 'host' | 'port' | 'user' | 'password' | 'database' | 'Client'
->
+> & {
+  /**
+   * An idle connection unused for at least this long is validated before it is handed out (an empty
+   * query, or the tenant's settings round trip when one is due anyway); a dead one is destroyed and
+   * another taken, so the first query after a server restart, failover or a frozen process succeeds.
+   * Default 1000; 0 validates every reuse.
+   */
+  validateAfterIdleMs?: number
+}
 
 /** When unused physical pools and cached tenant bindings are dropped (`createRegistry({ eviction })`). */
 export interface EvictionOptions {
@@ -72,6 +81,8 @@ export interface ServiceOptions {
   isolation?: IsolationOption
   /** Session settings per tenant (e.g. `{ statement_timeout: '5s' }`), applied like the isolation's. */
   tenantSettings?: (orgId: string) => Readonly<Record<string, string | number | boolean>>
+  /** Lifecycle hooks of this service; they replace the registry-wide `hooks` for it. */
+  hooks?: LifecycleHooks
 }
 
 /** The connection budget per server and the fair queue (`createRegistry({ connections })`). */
@@ -99,6 +110,8 @@ export interface ResolvedService {
   readonly name: string
   readonly isolation: ResolvedIsolation
   readonly tenantSettings: ((orgId: string) => Readonly<Record<string, unknown>>) | undefined
+  /** The service's hooks, or the registry-wide ones. */
+  readonly hooks: LifecycleHooks | undefined
 }
 
 /**
@@ -131,6 +144,10 @@ export interface RegistryOptions<TService extends string = string> {
   eviction?: EvictionOptions
   /** Secret caching and serving stale secrets while the source fails. */
   secretCache?: SecretCacheOptions
+  /** `onClaim` / `onRelease` on every checkout (per service: `services.<name>.hooks`). */
+  hooks?: LifecycleHooks
+  /** Report (and optionally destroy) checkouts held longer than `thresholdMs`. Off unless given. */
+  leakDetection?: LeakDetectionOptions
   /** Anything with debug/info/warn/error (pino, console). Silent by default; never one line per query. */
   logger?: Logger
   /** Injectable time source for tests. */
@@ -147,6 +164,8 @@ export interface ResolvedOptions {
   /** pg client options shared by every connection (startup parameters, timeouts, TLS defaults). */
   readonly client: Readonly<ClientConfig>
   readonly sizing: PoolSizing
+  readonly validateAfterIdleMs: number
+  readonly leakDetection: { readonly thresholdMs: number; readonly destroy: boolean } | undefined
   readonly connections: Readonly<Required<ConnectionOptions>>
   readonly eviction: Readonly<Required<EvictionOptions>>
   readonly secretCache: Readonly<Required<SecretCacheOptions>>
@@ -162,7 +181,8 @@ const CLIENT_DEFAULTS: ClientConfig = Object.freeze({
 })
 
 const KNOWN_KEYS = new Set([
-  'project', 'services', 'secrets', 'secretName', 'secretKey', 'pool', 'connections', 'eviction', 'secretCache', 'logger', 'clock',
+  'project', 'services', 'secrets', 'secretName', 'secretKey', 'pool', 'connections', 'eviction', 'secretCache', 'hooks',
+  'leakDetection', 'logger', 'clock',
 ])
 const FORBIDDEN_POOL_KEYS = ['connectionString', 'host', 'port', 'user', 'password', 'database', 'Client']
 // pg.Pool options the shared pools do not implement, each with what to use instead.
@@ -175,8 +195,9 @@ const UNSUPPORTED_POOL_KEYS: Readonly<Record<string, string>> = {
   Promise: 'native promises are used',
   options: 'startup options are per tenant: put -c settings in the tenant URL or in services.<name>.tenantSettings',
 }
-const POOL_SIZING_KEYS = ['max', 'idleTimeoutMillis', 'maxLifetimeSeconds', 'maxUses']
-const SERVICE_KEYS = new Set(['isolation', 'tenantSettings'])
+const POOL_SIZING_KEYS = ['max', 'idleTimeoutMillis', 'maxLifetimeSeconds', 'maxUses', 'validateAfterIdleMs']
+const SERVICE_KEYS = new Set(['isolation', 'tenantSettings', 'hooks'])
+const HOOK_KEYS = ['onClaim', 'onRelease']
 
 function fail(message: string): never {
   throw new InvalidOptionsError(`createRegistry: ${message}`)
@@ -217,7 +238,7 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
     if (!KNOWN_KEYS.has(key)) fail(`unknown option "${key}"`)
   }
 
-  const serviceConfig = resolveServices(options.services)
+  const serviceConfig = resolveServices(options.services, resolveHooks('hooks', options.hooks))
   const services = [...serviceConfig.keys()]
 
   const secrets = options.secrets
@@ -241,11 +262,24 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
   const sizing: PoolSizing = Object.freeze({
     max: number('pool', pool, 'max', 10, 1),
     idleTimeoutMillis: number('pool', pool, 'idleTimeoutMillis', 30_000, 0),
-    maxLifetimeSeconds: number('pool', pool, 'maxLifetimeSeconds', 0, 0),
+    // The pool guide's advice: recycle connections every ~10 minutes (DNS changes, failovers, rotated
+    // passwords, server-side memory); each connection's lifetime is shortened by up to 10% at random.
+    maxLifetimeSeconds: number('pool', pool, 'maxLifetimeSeconds', 600, 0),
     maxUses: number('pool', pool, 'maxUses', 0, 0),
   })
   const client: Record<string, unknown> = { ...CLIENT_DEFAULTS }
   for (const [key, value] of Object.entries(pool)) if (!POOL_SIZING_KEYS.includes(key)) client[key] = value
+
+  const validateAfterIdleMs = number('pool', pool, 'validateAfterIdleMs', 1_000, 0)
+  const leak = options.leakDetection
+  let leakDetection: ResolvedOptions['leakDetection']
+  if (leak !== undefined) {
+    if (!isObject(leak)) fail('leakDetection must be an object { thresholdMs, destroy? }')
+    for (const key of Object.keys(leak)) if (key !== 'thresholdMs' && key !== 'destroy') fail(`unknown option leakDetection.${key}`)
+    if (leak.thresholdMs === undefined) fail('leakDetection.thresholdMs is required (e.g. 30000)')
+    if (leak.destroy !== undefined && typeof leak.destroy !== 'boolean') fail('leakDetection.destroy must be true or false')
+    leakDetection = Object.freeze({ thresholdMs: number('leakDetection', leak, 'thresholdMs', 0, 1), destroy: leak.destroy === true })
+  }
 
   const connections = section(options, 'connections')
   for (const key of Object.keys(connections)) {
@@ -294,6 +328,8 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
     secretKey,
     client: Object.freeze(client as ClientConfig),
     sizing,
+    validateAfterIdleMs,
+    leakDetection,
     connections: Object.freeze(resolvedConnections),
     eviction: Object.freeze(resolvedEviction),
     secretCache: Object.freeze(resolvedSecretCache),
@@ -302,7 +338,17 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
   })
 }
 
-function resolveServices(input: unknown): ReadonlyMap<string, ResolvedService> {
+function resolveHooks(where: string, input: unknown): LifecycleHooks | undefined {
+  if (input === undefined) return undefined
+  if (!isObject(input)) fail(`${where} must be an object { onClaim?, onRelease? }`)
+  for (const key of Object.keys(input)) if (!HOOK_KEYS.includes(key)) fail(`unknown option ${where}.${key} (known: ${HOOK_KEYS.join(', ')})`)
+  for (const key of HOOK_KEYS) {
+    if (input[key] !== undefined && typeof input[key] !== 'function') fail(`${where}.${key} must be a function (conn, { service, orgId }) => Promise<void>`)
+  }
+  return Object.freeze({ ...input })
+}
+
+function resolveServices(input: unknown, registryHooks: LifecycleHooks | undefined): ReadonlyMap<string, ResolvedService> {
   const entries: [string, unknown][] = Array.isArray(input)
     ? input.map((name) => [name as string, {}])
     : isObject(input)
@@ -327,6 +373,7 @@ function resolveServices(input: unknown): ReadonlyMap<string, ResolvedService> {
         name,
         isolation: resolveIsolation(name, value.isolation),
         tenantSettings: tenantSettings as ResolvedService['tenantSettings'],
+        hooks: value.hooks === undefined ? registryHooks : resolveHooks(`services.${name}.hooks`, value.hooks),
       }),
     )
   }

@@ -13,7 +13,8 @@ import type { SecretCacheStats } from '../secrets/secret-cache.js'
 import { redactText } from '../secrets/secret-redaction.js'
 import type { Tenant, TenantKey, TenantPoolAccess } from '../tenant-types.js'
 import { assertValidId } from '../tenant-validation.js'
-import { autocommitQuery, createTenantHandle } from '../transactions/tenant-handle.js'
+import { createTenantHandle, poolQuery } from '../transactions/tenant-handle.js'
+import type { LifecycleHooks } from '../pools/lease-hooks.js'
 import type { EvictionReason, RegistryEventName, RegistryListener } from './registry-events.js'
 import { RegistryEventEmitter } from './registry-events.js'
 import type { RegistryOptions, ResolvedOptions } from './registry-options.js'
@@ -59,6 +60,8 @@ export interface RegistryStats {
   connections: { total: number; idle: number; waiting: number; checkedOut: number }
   evictions: Record<EvictionReason, number> & { total: number }
   connectionErrors: number
+  /** Checkouts reported as leaks so far (`connection:leak` events). */
+  leaks: number
   secretCache: SecretCacheStats
 }
 
@@ -145,7 +148,26 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       },
       (pool, error, phase) => this.#reportConnectionError(pool, error, phase),
     )
-    this.#leases = new LeasePoint(this.#bindings, this.#pools, this.#secrets, options.connections, clock, logger)
+    const hooks = new Map<string, LifecycleHooks>()
+    for (const [name, service] of options.serviceConfig) if (service.hooks !== undefined) hooks.set(name, service.hooks)
+    this.#leases = new LeasePoint(
+      this.#bindings,
+      this.#pools,
+      this.#secrets,
+      options.connections,
+      { hooks, leakDetection: options.leakDetection, validateAfterIdleMs: options.validateAfterIdleMs },
+      {
+        leak: (report) => {
+          this.#events.emit('connection:leak', { ...report })
+          logger.warn(
+            { service: report.service, orgId: report.orgId, heldMs: report.heldMs, reason: report.reason, destroyed: report.destroyed, stack: report.stack },
+            'hyperconn: connection leak',
+          )
+        },
+      },
+      clock,
+      logger,
+    )
     this.#access = Object.freeze({
       acquire: (key: TenantKey) => this.#leases.acquire(key),
       pool: (key: TenantKey) => this.#facade(key).resolved,
@@ -240,6 +262,16 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     if (!shared) await this.#pools.retire(pool, 'manual')
   }
 
+  /**
+   * Runs `fn` as one unit of work (a request, a Lambda invocation): every connection checked out inside
+   * its async context and still held when it settles is destroyed and reported (`connection:leak`,
+   * reason 'scope', and `stats().leaks`), with or without `leakDetection`. Resolves or rejects as `fn` does.
+   */
+  scope<T>(fn: () => Promise<T>): Promise<T> {
+    if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('registry.scope(fn): fn must be a function returning a promise.'))
+    return this.#leases.scope(fn)
+  }
+
   /** Subscribe to a typed event; returns an unsubscribe function. */
   on<E extends RegistryEventName>(event: E, listener: RegistryListener<E>): () => void {
     return this.#events.on(event, listener)
@@ -293,6 +325,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       connections,
       evictions: { ...evictions, total: Object.values(evictions).reduce((a, b) => a + b, 0) },
       connectionErrors: this.#connectionErrors,
+      leaks: this.#leases.leaks,
       secretCache: this.#secrets.stats(),
     }
   }
@@ -372,7 +405,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       byOrg = new InstanceCache((orgId) => {
         const tenant: TenantKey = Object.freeze({ service, orgId })
         const pool = new TenantPool(tenant, {
-          query: (text: string | QueryConfig, values?: unknown[]) => autocommitQuery(this.#access, tenant, text, values),
+          query: (text: string | QueryConfig, values?: unknown[]) => poolQuery(this.#access, tenant, text, values),
           lease: () => this.#leases.acquire(tenant),
           usage: () => this.#leases.usage(tenant),
         })

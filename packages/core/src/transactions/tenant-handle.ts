@@ -1,8 +1,9 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
-import { TransactionClosedError } from '../hyperconn-error.js'
+import { InvalidOptionsError, TransactionClosedError } from '../hyperconn-error.js'
 import { QueryQueue } from './query-queue.js'
 import type { PoolLease, Tenant, TenantConnection, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
-import { currentScope } from './transaction-context.js'
+import { PinnedConnection } from './pinned-connection.js'
+import { currentEntry, currentScope, runWithScope } from './transaction-context.js'
 import { runTransaction } from './transaction-runner.js'
 import type { TransactionScope } from './transaction-state.js'
 
@@ -29,6 +30,20 @@ export async function autocommitQuery<R extends QueryResultRow>(
   } finally {
     lease.release()
   }
+}
+
+/**
+ * `getPool().query` (like `pg.Pool#query`): outside any transaction, but on the pinned connection inside
+ * `tenant.connection(fn)`.
+ */
+export function poolQuery<R extends QueryResultRow>(
+  access: TenantPoolAccess,
+  key: TenantKey,
+  config: QueryInput,
+  values: unknown[] | undefined,
+): Promise<QueryResult<R>> {
+  const entry = currentEntry(key)
+  return entry?.kind === 'pinned' ? entry.query<R>(config, values) : autocommitQuery<R>(access, key, config, values)
 }
 
 /** `acquire()` inside a transaction: queries go through the scope's queue; release only ends this handle. */
@@ -59,6 +74,43 @@ class TransactionConnection implements TenantConnection {
 
   release(): void {
     this.#released = true
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.release()
+    return Promise.resolve()
+  }
+}
+
+/** `acquire()` inside `tenant.connection(fn)`: queries go to the pinned connection; release only ends this handle. */
+class PinnedHandle implements TenantConnection {
+  readonly #pinned: PinnedConnection
+  #released = false
+
+  constructor(pinned: PinnedConnection) {
+    this.#pinned = pinned
+  }
+
+  get inTransaction(): false {
+    return false
+  }
+
+  get processID(): number | undefined {
+    return this.#pinned.processID
+  }
+
+  query<R extends QueryResultRow = any>(config: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
+    if (this.#released) return Promise.reject(released())
+    return this.#pinned.query<R>(config, values)
+  }
+
+  release(): void {
+    this.#released = true
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.release()
+    return Promise.resolve()
   }
 }
 
@@ -99,16 +151,42 @@ class LeasedConnection implements TenantConnection {
     this.#released = true
     this.#lease.release(error)
   }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.release()
+    return Promise.resolve()
+  }
 }
 
 async function acquireConnection(access: TenantPoolAccess, key: TenantKey): Promise<TenantConnection> {
   // Decided now, not at release: a connection acquired inside a transaction stays bound to that scope.
-  const scope = currentScope(key)
-  if (scope !== undefined) {
-    scope.assertActive()
-    return new TransactionConnection(scope)
+  const entry = currentEntry(key)
+  if (entry?.kind === 'transaction') {
+    entry.assertActive()
+    return new TransactionConnection(entry)
+  }
+  if (entry?.kind === 'pinned') {
+    entry.assertActive()
+    return new PinnedHandle(entry)
   }
   return new LeasedConnection(await access.acquire(key))
+}
+
+/**
+ * `tenant.connection(fn)`: pins one connection for `fn`'s async context (see PinnedConnection). Inside an
+ * active transaction or pinned scope of the tenant, `fn` runs there: its connection is already pinned.
+ */
+async function runPinned<T>(access: TenantPoolAccess, key: TenantKey, fn: () => Promise<T>): Promise<T> {
+  if (typeof fn !== 'function') throw new InvalidOptionsError('tenant.connection(fn): fn must be a function returning a promise.')
+  const entry = currentEntry(key)
+  if (entry !== undefined && entry.active) return fn()
+  access.assertOpen()
+  const pinned = await PinnedConnection.pin(key, () => access.acquire(key))
+  try {
+    return await runWithScope(key, pinned, fn)
+  } finally {
+    await pinned.release()
+  }
 }
 
 /**
@@ -122,12 +200,13 @@ export function createTenantHandle(access: TenantPoolAccess, key: TenantKey): Te
     service: tenantKey.service,
     pool: () => access.pool(tenantKey),
     query<R extends QueryResultRow = any>(text: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
-      const scope = currentScope(tenantKey)
-      return scope === undefined ? autocommitQuery<R>(access, tenantKey, text, values) : scope.query<R>(text, values)
+      const entry = currentEntry(tenantKey)
+      return entry === undefined ? autocommitQuery<R>(access, tenantKey, text, values) : entry.query<R>(text, values)
     },
     transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T> {
       return runTransaction(access, tenantKey, fn, options)
     },
     acquire: () => acquireConnection(access, tenantKey),
+    connection: <T>(fn: () => Promise<T>): Promise<T> => runPinned(access, tenantKey, fn),
   })
 }

@@ -1,25 +1,30 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { ContextConflictError, TransactionClosedError, TransactionPropagationError } from '../hyperconn-error.js'
 import type { TenantKey } from '../tenant-types.js'
+import type { PinnedConnection } from './pinned-connection.js'
 import type { TransactionInfo, TransactionScope, TransactionState } from './transaction-state.js'
 
+/** What a tenant maps to in a frame: a transaction (or savepoint) scope, or a pinned connection (`kind` tells). */
+export type ContextEntry = TransactionScope | PinnedConnection
+
 /**
- * The value of the one AsyncLocalStorage: service → orgId → the scope queries of that tenant run in.
+ * The value of the one AsyncLocalStorage: service → orgId → the scope queries of that tenant run in (a
+ * transaction scope, or the connection `tenant.connection(fn)` pinned).
  * Frames are immutable and only entered with `run()`: a change (new transaction, savepoint,
  * `not_supported`) creates a new frame for the callback, so sibling flows never see each other's
  * transactions and a parent frame is untouched when a child scope ends. A tenant missing from the
  * frame has no transaction here: its queries autocommit on its own pool.
  */
-export type Frame = ReadonlyMap<string, ReadonlyMap<string, TransactionScope>>
+export type Frame = ReadonlyMap<string, ReadonlyMap<string, ContextEntry>>
 
 /**
  * Version of what is shared between copies of core: the frame shape above and the members of
  * `TransactionScope`/`TransactionState` that the runner calls. Bump it when either changes.
  */
-export const CONTEXT_VERSION = 1
+export const CONTEXT_VERSION = 2
 
 const SLOT_PREFIX = '@hyperconn/core/context@'
-const SLOT = Symbol.for(`${SLOT_PREFIX}1`)
+const SLOT = Symbol.for(`${SLOT_PREFIX}${CONTEXT_VERSION}`)
 
 interface ContextSlot {
   readonly version: number
@@ -65,14 +70,20 @@ export function claimContextStorage(host: object = globalThis): AsyncLocalStorag
 
 const storage = claimContextStorage()
 
-/** The scope of this tenant in the current frame (possibly ended), or undefined: the hot path, one `getStore()`. */
-export function currentScope(key: TenantKey): TransactionScope | undefined {
+/** What this tenant maps to in the current frame (possibly ended), or undefined: the hot path, one `getStore()`. */
+export function currentEntry(key: TenantKey): ContextEntry | undefined {
   const frame = storage.getStore()
   return frame === undefined ? undefined : frame.get(key.service)?.get(key.orgId)
 }
 
+/** The transaction scope of this tenant in the current frame (possibly ended), or undefined. */
+export function currentScope(key: TenantKey): TransactionScope | undefined {
+  const entry = currentEntry(key)
+  return entry?.kind === 'transaction' ? entry : undefined
+}
+
 /** Runs `fn` in a new frame where `key` maps to `scope`; other tenants keep their scopes. */
-export function runWithScope<T>(key: TenantKey, scope: TransactionScope, fn: () => T): T {
+export function runWithScope<T>(key: TenantKey, scope: ContextEntry, fn: () => T): T {
   const frame = new Map(storage.getStore())
   const orgs = new Map(frame.get(key.service))
   orgs.set(key.orgId, scope)

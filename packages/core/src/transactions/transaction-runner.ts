@@ -1,6 +1,7 @@
 import { InvalidOptionsError, TransactionPropagationError } from '../hyperconn-error.js'
 import type { Propagation, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
-import { currentScope, runWithoutScope, runWithScope } from './transaction-context.js'
+import type { PinnedConnection } from './pinned-connection.js'
+import { currentEntry, runWithoutScope, runWithScope } from './transaction-context.js'
 import { TransactionState } from './transaction-state.js'
 import type { TransactionScope } from './transaction-state.js'
 
@@ -52,6 +53,10 @@ function validate(fn: unknown, options: TransactionOptions): Propagation {
  * | not_supported   | run fn without one        | run fn in a frame without it (autocommit)     |
  * | supports        | run fn without one        | join it                                       |
  *
+ * Inside `tenant.connection(fn)` with no transaction active, "BEGIN a new one" begins on the pinned
+ * connection (holding it until COMMIT/ROLLBACK); `requires_new` inside an active transaction still uses
+ * a second connection.
+ *
  * Joining (and nesting) checks options: an `isolationLevel` or `readOnly` different from the active
  * transaction's throws TransactionPropagationError (unset options are learned from PostgreSQL with
  * SHOW). `readOnly: false` means "needs to write", so it cannot join a read-only transaction;
@@ -72,14 +77,17 @@ export async function runTransaction<T>(
   const options: TransactionOptions =
     requested.isolationLevel === 'read uncommitted' ? { ...requested, isolationLevel: 'read committed' } : requested
   const propagation = validate(fn, options)
-  const current = currentScope(key)
+  const entry = currentEntry(key)
+  const current = entry?.kind === 'transaction' ? entry : undefined
+  // Inside tenant.connection(fn) (and no transaction there yet): a transaction begins on the pinned connection.
+  const pinned = entry?.kind === 'pinned' ? entry : undefined
   switch (propagation) {
     case 'required':
-      return current === undefined ? begin(access, key, fn, options) : join(current, fn, options)
+      return current === undefined ? begin(access, key, fn, options, pinned) : join(current, fn, options)
     case 'requires_new':
-      return begin(access, key, fn, options)
+      return begin(access, key, fn, options, pinned)
     case 'nested':
-      return current === undefined ? begin(access, key, fn, options) : nest(current, fn, options)
+      return current === undefined ? begin(access, key, fn, options, pinned) : nest(current, fn, options)
     case 'mandatory':
       if (current === undefined) {
         throw new TransactionPropagationError(
@@ -101,9 +109,15 @@ export async function runTransaction<T>(
   }
 }
 
-/** BEGIN on a newly leased connection; COMMIT if fn resolves, ROLLBACK if it throws. */
-async function begin<T>(access: TenantPoolAccess, key: TenantKey, fn: () => Promise<T>, options: TransactionOptions): Promise<T> {
-  const tx = await TransactionState.begin(access, key, options)
+/** BEGIN on a newly leased (or the pinned) connection; COMMIT if fn resolves, ROLLBACK if it throws. */
+async function begin<T>(
+  access: TenantPoolAccess,
+  key: TenantKey,
+  fn: () => Promise<T>,
+  options: TransactionOptions,
+  pinned: PinnedConnection | undefined,
+): Promise<T> {
+  const tx = await TransactionState.begin(pinned === undefined ? () => access.acquire(key) : () => pinned.borrow(), key, options)
   let result: T
   try {
     result = await runWithScope(key, tx.root, fn)

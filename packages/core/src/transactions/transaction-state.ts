@@ -1,7 +1,7 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import { TransactionClosedError, TransactionRolledBackError } from '../hyperconn-error.js'
 import { QueryQueue } from './query-queue.js'
-import type { IsolationLevel, PoolLease, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
+import type { IsolationLevel, PoolLease, TenantKey, TransactionOptions } from '../tenant-types.js'
 
 /**
  * Lifecycle of a transaction (and, for `currentTransactionInfo`, of a savepoint scope).
@@ -82,9 +82,12 @@ export class TransactionState {
     this.root = new TransactionScope(this, undefined)
   }
 
-  /** Leases a client and runs BEGIN (with the tenant's settings); a failed BEGIN destroys the client and rethrows. */
-  static async begin(access: TenantPoolAccess, key: TenantKey, options: TransactionOptions): Promise<TransactionState> {
-    const lease = await access.acquire(key)
+  /**
+   * Leases a client (`acquire`: from the pool, or the pinned connection) and runs BEGIN (with the tenant's
+   * settings); a failed BEGIN destroys the client and rethrows.
+   */
+  static async begin(acquire: () => Promise<PoolLease>, key: TenantKey, options: TransactionOptions): Promise<TransactionState> {
+    const lease = await acquire()
     const state = new TransactionState(key, lease, options)
     lease.client.on('error', state.#onClientError)
     let begun = false
@@ -250,6 +253,7 @@ type ScopePhase = 'open' | 'ending' | 'aborting' | 'ended'
  * the scopes form a stack and only the innermost open one reaches the connection.
  */
 export class TransactionScope {
+  readonly kind = 'transaction'
   readonly tx: TransactionState
   readonly parent: TransactionScope | undefined
   readonly depth: number

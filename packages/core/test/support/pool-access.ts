@@ -72,6 +72,7 @@ export class TestPoolAccess implements TenantPoolAccess, AsyncDisposable {
         await client.query(sql)
       },
       redact,
+      revokedError: undefined,
       release: (destroy?: Error | boolean) => {
         if (released) return
         released = true

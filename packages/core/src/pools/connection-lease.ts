@@ -1,0 +1,337 @@
+import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
+import { ConnectionError, ConnectionLeakError, HyperconnError, RegistryClosedError, TransactionClosedError } from '../hyperconn-error.js'
+import type { LeakReason } from '../hyperconn-error.js'
+import { sqlStateOf } from '../pg-error.js'
+import { redactText } from '../secrets/secret-redaction.js'
+import type { PoolLease } from '../tenant-types.js'
+import type { HookConnection, LifecycleHooks } from './lease-hooks.js'
+import type { LeaseScope } from './lease-scope.js'
+import type { PooledConnection } from './target-pool.js'
+import type { TenantBinding } from './tenant-binding.js'
+import { TenantSettings } from './tenant-settings.js'
+
+/** What a lease hands back to the lease point that made it. */
+export interface LeaseOwner<U> {
+  /** The checkout ended (released or taken back): stop watching it. Called once, before `checkIn`. */
+  ended(lease: ConnectionLease<U>): void
+  /** The connection is back: keep it idle, or destroy it; then serve the next waiter. */
+  checkIn(lease: ConnectionLease<U>, destroy: boolean): void
+  /** `onRelease` threw (the connection is destroyed). */
+  releaseHookFailed(lease: ConnectionLease<U>, error: unknown): void
+}
+
+interface PgClientState {
+  _txStatus?: string | null
+  _activeQuery?: unknown
+  _queryQueue?: unknown[]
+}
+
+/**
+ * A checked-out connection of one tenant. The tenant's session settings are applied before its first
+ * query (`query`, `prepare`) or transaction-locally right after BEGIN (`begin`).
+ *
+ * Release runs the checkout backwards: a connection with a statement still running, broken, or from a
+ * failed settings round trip is destroyed; one left inside a transaction (open or failed) is rolled back
+ * first, and destroyed if that fails; then `onRelease` runs, and a throwing hook destroys it too. A lease
+ * taken back as a leak (`revoke`) refuses every later statement with `ConnectionLeakError`.
+ */
+export class ConnectionLease<U> implements PoolLease {
+  readonly conn: PooledConnection
+  readonly binding: TenantBinding
+  /** The lease point's record of the tenant (opaque here). */
+  readonly usage: U
+  /** When it was checked out; set only when something watches it (leak detection, a scope). */
+  acquiredAt = 0
+  /** Where it was checked out (leak detection only): formatted on demand. */
+  readonly origin: Error | undefined
+  /** The `registry.scope` tracking it, if any. */
+  scope: LeaseScope<ConnectionLease<U>> | undefined
+  readonly #owner: LeaseOwner<U>
+  readonly #hooks: LifecycleHooks | undefined
+  #hookConnection: HookConnection | undefined
+  #prepared = false
+  #inTransaction = false
+  #untrusted = false
+  #released = false
+  #revoked: LeakReason | undefined
+
+  constructor(
+    owner: LeaseOwner<U>,
+    conn: PooledConnection,
+    binding: TenantBinding,
+    usage: U,
+    hooks: LifecycleHooks | undefined,
+    origin: Error | undefined,
+  ) {
+    this.#owner = owner
+    this.conn = conn
+    this.binding = binding
+    this.usage = usage
+    this.#hooks = hooks
+    this.origin = origin
+  }
+
+  get client(): PooledConnection['client'] {
+    return this.conn.client
+  }
+
+  get processID(): number | undefined {
+    return (this.conn.client as unknown as { processID?: number | null }).processID ?? undefined
+  }
+
+  /** The error a holder gets once the lease was taken back as a leak; undefined otherwise. */
+  get revokedError(): ConnectionLeakError | undefined {
+    const reason = this.#revoked ?? (this.conn.leakClosed ? 'threshold' : undefined)
+    if (reason === undefined) return undefined
+    return new ConnectionLeakError(this.binding.key.service, this.binding.key.orgId, reason)
+  }
+
+  /** The stack lines of `origin`, without the error line. */
+  get stack(): string | undefined {
+    const stack = this.origin?.stack
+    if (stack === undefined) return undefined
+    const newline = stack.indexOf('\n')
+    return newline === -1 ? stack : stack.slice(newline + 1)
+  }
+
+  async query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>> {
+    this.#assertUsable()
+    if (!this.#prepared && !this.#inTransaction) {
+      await this.prepare()
+      // Released meanwhile: the connection may already serve someone else.
+      this.#assertUsable()
+    }
+    let result: QueryResult<R>
+    try {
+      result = await this.conn.client.query<R>(config, values)
+    } catch (error) {
+      // A failed multi-statement query may have run a SET before failing: assume the worst.
+      this.conn.carry(undefined)
+      throw error
+    }
+    observe(this.conn, result)
+    return result
+  }
+
+  /** Session level: the connection carries the tenant's settings from now on (skipped if it already does). */
+  async prepare(): Promise<void> {
+    if (this.#prepared) return
+    this.#assertUsable()
+    const target = this.binding.settings
+    const carried = this.conn.carried
+    if (carried?.signature !== target.signature) {
+      try {
+        const known = carried ?? (await this.#reset())
+        if (known.signature !== target.signature) {
+          await this.conn.client.query(target.transitionFrom(known, false))
+          this.conn.carry(target)
+        }
+      } catch (error) {
+        throw this.#settingsFailed(error)
+      }
+    }
+    this.#prepared = true
+  }
+
+  /**
+   * For a connection that sat idle a while (the server may have restarted meanwhile): the settings round
+   * trip if one is due anyway, else an empty query. Neither is the caller's statement, so on failure the
+   * connection is destroyed and the caller gets another: false.
+   */
+  async validate(): Promise<boolean> {
+    try {
+      if (this.conn.carried?.signature === this.binding.settings.signature) await this.conn.client.query('')
+      else await this.prepare()
+      return true
+    } catch {
+      this.release(true)
+      return false
+    }
+  }
+
+  /** `onClaim`, after the settings: a throwing hook destroys the connection (the caller rethrows). */
+  async claim(): Promise<void> {
+    const onClaim = this.#hooks?.onClaim
+    if (onClaim === undefined) return
+    await this.prepare()
+    await onClaim(this.#hookConn(), this.binding.key)
+  }
+
+  /**
+   * BEGIN, then the tenant's settings transaction-locally (skipped if the connection carries them). The
+   * lease then belongs to that transaction: its statements need no session-level settings, and the
+   * transaction releases it when it ends.
+   */
+  async begin(sql: string): Promise<void> {
+    this.#assertUsable()
+    const target = this.binding.settings
+    let carried: TenantSettings
+    try {
+      carried = this.conn.carried ?? (await this.#reset())
+    } catch (error) {
+      throw this.#settingsFailed(error)
+    }
+    await this.conn.client.query(sql)
+    this.#inTransaction = true
+    if (carried.signature === target.signature) return
+    try {
+      await this.conn.client.query(target.transitionFrom(carried, true))
+    } catch (error) {
+      throw this.#settingsFailed(error)
+    }
+  }
+
+  /**
+   * The raw connection has been handed to code that sends statements around `query` (a `getPool()`
+   * client): what it carries afterwards is unknown, so the next checkout resets it.
+   */
+  forgetCarried(): void {
+    this.conn.carry(undefined)
+  }
+
+  /**
+   * Rewrites an error from this connection so it carries no secret of the tenant, keeping its class and
+   * fields (users branch on them). A connection the registry ended (close deadline, leak) reports that.
+   */
+  redact(error: unknown): unknown {
+    const revoked = this.revokedError
+    if (revoked !== undefined && !(error instanceof HyperconnError)) return revoked
+    if (this.conn.closedByRegistry && !(error instanceof HyperconnError)) {
+      return new RegistryClosedError(
+        `The registry was closed (registry.close() reached its timeoutMs) while this connection of service "${this.binding.key.service}", org "${this.binding.key.orgId}" was in use; its work did not complete.`,
+        { cause: redactInPlace(error, this.binding.redactions) },
+      )
+    }
+    return redactInPlace(error, this.binding.redactions)
+  }
+
+  release(destroy?: Error | boolean): void {
+    if (this.#released) return
+    this.#released = true
+    // Taken back as a leak: the lease point freed it then.
+    if (this.#revoked !== undefined) return
+    this.#owner.ended(this)
+    const conn = this.conn
+    const client = conn.client as unknown as PgClientState
+    const busy = client._activeQuery != null || (client._queryQueue?.length ?? 0) > 0
+    if (destroy === true || destroy instanceof Error || this.#untrusted || conn.dead || busy) {
+      this.#owner.checkIn(this, true)
+      return
+    }
+    const inTransaction = client._txStatus != null && client._txStatus !== 'I'
+    if (!inTransaction && this.#hooks?.onRelease === undefined) {
+      this.#owner.checkIn(this, false)
+      return
+    }
+    void this.#settle(inTransaction)
+  }
+
+  /** Taken back from its holder (a leak): destroyed now; the holder's next statement is refused. */
+  revoke(reason: LeakReason): void {
+    if (this.#released || this.#revoked !== undefined) return
+    this.#revoked = reason
+    this.#owner.ended(this)
+    this.#owner.checkIn(this, true)
+  }
+
+  /** The slow release: ROLLBACK a transaction left open, then `onRelease`; any failure destroys. */
+  async #settle(inTransaction: boolean): Promise<void> {
+    let destroy = false
+    try {
+      if (inTransaction) await this.conn.client.query('ROLLBACK')
+    } catch {
+      destroy = true
+    }
+    const onRelease = this.#hooks?.onRelease
+    if (!destroy && onRelease !== undefined) {
+      try {
+        await onRelease(this.#hookConn(), this.binding.key)
+      } catch (error) {
+        destroy = true
+        this.#owner.releaseHookFailed(this, error)
+      }
+    }
+    this.#owner.checkIn(this, destroy)
+  }
+
+  #hookConn(): HookConnection {
+    this.#hookConnection ??= Object.freeze({
+      query: <R extends QueryResultRow = any>(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>> => this.#hookQuery<R>(text, values),
+      processID: this.processID,
+    })
+    return this.#hookConnection
+  }
+
+  async #hookQuery<R extends QueryResultRow>(text: string | QueryConfig, values: unknown[] | undefined): Promise<QueryResult<R>> {
+    const revoked = this.revokedError
+    if (revoked !== undefined) throw revoked
+    try {
+      const result = await this.conn.client.query<R>(text, values)
+      observe(this.conn, result)
+      return result
+    } catch (error) {
+      this.conn.carry(undefined)
+      throw redactInPlace(error, this.binding.redactions)
+    }
+  }
+
+  #assertUsable(): void {
+    const revoked = this.revokedError
+    if (revoked !== undefined) throw revoked
+    if (this.#released) throw new TransactionClosedError('this connection was already released')
+  }
+
+  /** Settings never half-applied: any failure makes the connection untrusted (destroyed on release). */
+  #settingsFailed(error: unknown): ConnectionError {
+    this.#untrusted = true
+    const { service, orgId } = this.binding.key
+    const sqlState = sqlStateOf(error)
+    const message = redactText(error instanceof Error ? error.message : String(error), this.binding.redactions)
+    return new ConnectionError(
+      `Could not apply the session settings of service "${service}", org "${orgId}" (${this.binding.settings.names.join(', ') || 'reset'}): ${message}. ` +
+        "Check the setting names and values in the secret's options=-c ..., the service's tenantSettings and isolation.",
+      sqlState,
+      { cause: new Error(message) },
+    )
+  }
+
+  /**
+   * A connection whose state a caller changed is reset to its defaults first (one extra round trip).
+   * RESET ALL leaves the role and session authorization alone: those are reset explicitly.
+   */
+  async #reset(): Promise<TenantSettings> {
+    await this.conn.client.query('SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL')
+    this.conn.carry(TenantSettings.none)
+    return TenantSettings.none
+  }
+}
+
+/** A SET/RESET/DISCARD a caller ran changes what the connection carries in ways we cannot see. */
+function observe(conn: PooledConnection, result: QueryResult | QueryResult[]): void {
+  if (Array.isArray(result)) {
+    for (const one of result) observe(conn, one)
+    return
+  }
+  const command = result.command
+  if (command === 'SET' || command === 'RESET' || command === 'DISCARD') conn.carry(undefined)
+}
+
+// pg DatabaseError fields that may echo query text or values
+const REDACTED_FIELDS = ['message', 'detail', 'hint', 'where', 'internalQuery'] as const
+
+export function redactInPlace(error: unknown, redactions: readonly string[]): unknown {
+  if (!(error instanceof Error) || error instanceof HyperconnError) return error
+  const fields = error as unknown as Record<string, unknown>
+  let leaked = false
+  for (const field of REDACTED_FIELDS) {
+    const value = fields[field]
+    if (typeof value !== 'string') continue
+    const clean = redactText(value, redactions)
+    if (clean !== value) {
+      leaked = true
+      fields[field] = clean
+    }
+  }
+  if (leaked && typeof error.stack === 'string') error.stack = redactText(error.stack, redactions)
+  return error
+}
