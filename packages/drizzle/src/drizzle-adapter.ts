@@ -137,6 +137,12 @@ function assertDrizzleShape(config: DrizzleConfig<any>): void {
   if (Reflect.get(session, 'client') !== probe) throw unsupportedDrizzle('the session does not hold the client passed to drizzle()')
   const dialect = dialectOf(db)
   if (typeof db.transaction !== 'function' || !Object.isExtensible(db)) throw unsupportedDrizzle('db.transaction cannot be replaced')
+  // migrate() calls dialect.migrate(…, db.session): that must be the session whose transaction we replace.
+  if (Reflect.get(db, 'session') !== session) throw unsupportedDrizzle('db.session is not db._.session')
+  const probeTransaction = (): Promise<never> => Promise.reject(new Error('probe'))
+  if (typeof session.transaction !== 'function' || !Reflect.set(session, 'transaction', probeTransaction) || session.transaction !== probeTransaction) {
+    throw unsupportedDrizzle('db.session.transaction cannot be replaced')
+  }
   const proto: unknown = NodePgTransaction.prototype
   for (const method of ['rollback', 'setTransaction', 'transaction']) {
     if (typeof Reflect.get(proto as object, method) !== 'function') throw unsupportedDrizzle(`NodePgTransaction has no ${method}()`)
@@ -228,6 +234,10 @@ function createTenantDb<TSchema extends Record<string, unknown>>(
     // One tx per transaction, bound when its callback is entered (a joined callback binds to the joined one).
     return await tenant.transaction(() => fn(new BoundTransaction(shape, bindActiveTransaction(tenant))), txOptions)
   }
+  // Drizzle's migrate() (PgDialect.migrate) calls db.session.transaction, not db.transaction. On our client,
+  // which is not a pool, drizzle's version would send BEGIN, the statements and COMMIT as separate
+  // autocommit queries, each possibly on another pooled connection. Route it through core as well.
+  db._.session.transaction = (fn, txConfig) => db.transaction(fn, txConfig)
   return db
 }
 
