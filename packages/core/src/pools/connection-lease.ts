@@ -107,6 +107,9 @@ export class ConnectionLease<U> implements PoolLease {
     } catch (error) {
       // A failed multi-statement query may have run a SET before failing: assume the worst.
       this.conn.carry(undefined)
+      // FATAL (a terminated backend, 57P01) or no server answer at all: the socket may look open until
+      // its 'end' event is processed, so the connection must not go back to the pool meanwhile.
+      if (!isStatementError(error)) this.#untrusted = true
       throw error
     }
     observe(this.conn, result)
@@ -271,6 +274,7 @@ export class ConnectionLease<U> implements PoolLease {
       return result
     } catch (error) {
       this.conn.carry(undefined)
+      if (!isStatementError(error)) this.#untrusted = true
       throw redactInPlace(error, this.binding.redactions)
     }
   }
@@ -304,6 +308,11 @@ export class ConnectionLease<U> implements PoolLease {
     this.conn.carry(TenantSettings.none)
     return TenantSettings.none
   }
+}
+
+/** An error PostgreSQL reported for the statement alone (severity ERROR); the session goes on. */
+function isStatementError(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { severity?: unknown }).severity === 'ERROR'
 }
 
 /** A SET/RESET/DISCARD a caller ran changes what the connection carries in ways we cannot see. */
