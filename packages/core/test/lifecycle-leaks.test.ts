@@ -140,7 +140,7 @@ describe('registry.scope', () => {
         heldMs: 250,
         reason: 'scope',
         destroyed: true,
-        stack: expect.stringMatching(/not captured/) as unknown as string,
+        stack: expect.stringMatching(/not captured/),
       },
     ])
     expect(registry.stats()).toMatchObject({ leaks: 1, connections: { checkedOut: 0 } })
