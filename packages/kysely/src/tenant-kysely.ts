@@ -89,7 +89,11 @@ class CoreTransactionBuilder<DB> extends TransactionBuilder<DB> {
   }
 }
 
-/** `db.connection().execute(fn)`: pins one connection for `fn`, handing it a routed instance. */
+/**
+ * `db.connection().execute(fn)`: core's `tenant.connection(fn)`, so the connection Kysely pins for `fn` is
+ * the one every adapter (and `tenant.query`) of this tenant uses inside it, and a transaction begun inside
+ * runs on it too. `fn` gets a routed instance.
+ */
 class RoutedConnectionBuilder<DB> extends ConnectionBuilder<DB> {
   readonly #context: TenantKyselyContext
 
@@ -99,7 +103,9 @@ class RoutedConnectionBuilder<DB> extends ConnectionBuilder<DB> {
   }
 
   override execute<T>(callback: (db: Kysely<DB>) => Promise<T>): Promise<T> {
-    return super.execute((db) => callback(new TenantKysely<DB>(this.#context, db.getExecutor())))
+    return this.#context.tenant.connection(() =>
+      super.execute((db) => callback(new TenantKysely<DB>(this.#context, db.getExecutor()))),
+    )
   }
 }
 

@@ -101,6 +101,10 @@ class PinnedHandle implements TenantConnection {
 
   query<R extends QueryResultRow = any>(config: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
     if (this.#released) return Promise.reject(released())
+    // Used inside a transaction begun on this pinned connection, it joins it: that transaction holds the
+    // pinned queue, so queueing there would wait for the transaction while the transaction waits for this.
+    const here = currentScope(this.#pinned.key)
+    if (here?.active === true && here.tx.processID === this.#pinned.processID) return here.query<R>(config, values)
     return this.#pinned.query<R>(config, values)
   }
 
