@@ -1,5 +1,5 @@
 import { createRegistry, staticSecrets } from '@hyperconn/core'
-import type { IsolationLevel, Registry, Tenant } from '@hyperconn/core'
+import type { IsolationLevel, LifecycleHooks, Registry, Tenant } from '@hyperconn/core'
 import { createDrizzleAdapter } from '@hyperconn/drizzle'
 import type { DrizzleTransaction } from '@hyperconn/drizzle'
 import { createKnexAdapter } from '@hyperconn/knex'
@@ -264,6 +264,8 @@ export interface CrossOrmOptions {
   pool?: { max?: number }
   /** connections.max of the registry. Default 24. */
   connections?: number
+  /** Lifecycle hooks of the registry. */
+  hooks?: LifecycleHooks
 }
 
 export interface CrossOrm extends AsyncDisposable {
@@ -319,6 +321,7 @@ export function crossOrmDatabases(tenants = 1, prefix = 'xorm'): CrossOrmDatabas
         pool: { max: options.pool?.max ?? 4 },
         // Test files run two at a time against one server with max_connections 100.
         connections: { max: options.connections ?? 24 },
+        ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
       })
       const adapters: Adapters = {
         drizzle: createDrizzleAdapter(registry, { service: 'core', schema }),
