@@ -241,13 +241,17 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
         }
         throw connectionError(binding, error)
       }
-      const lease: Lease = new ConnectionLease(this, conn, binding, this.#usageOf(binding.key), this.#policy.hooks.get(key.service), origin)
+      const hooks = this.#policy.hooks.get(key.service)
+      const lease: Lease = new ConnectionLease(this, conn, binding, this.#usageOf(binding.key), hooks, origin)
       if (this.#needsValidation(conn) && !(await lease.validate())) continue
-      try {
-        await lease.claim()
-      } catch (error) {
-        lease.release(true)
-        throw claimFailed(binding, error)
+      // Checked here so a service without hooks pays no extra await per checkout.
+      if (hooks?.onClaim !== undefined) {
+        try {
+          await lease.claim()
+        } catch (error) {
+          lease.release(true)
+          throw claimFailed(binding, error)
+        }
       }
       this.#track(lease)
       return lease
