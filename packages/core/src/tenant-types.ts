@@ -39,6 +39,8 @@ export interface TenantPoolAccess {
   pool(key: TenantKey): Promise<Pool>
   /** Throws `RegistryClosedError` once the registry is closing. */
   assertOpen(): void
+  /** Throws `UnsupportedError` when the tenant's service cannot keep session state (behind a transaction pooler). */
+  assertSessions(key: TenantKey): void
 }
 
 /** `'read uncommitted'` is accepted and runs as `'read committed'`, as PostgreSQL does. */

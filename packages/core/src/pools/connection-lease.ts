@@ -1,5 +1,5 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
-import { ConnectionError, ConnectionLeakError, HyperconnError, RegistryClosedError, TransactionClosedError } from '../hyperconn-error.js'
+import { ConnectionError, ConnectionLeakError, HyperconnError, LifecycleHookError, RegistryClosedError, TransactionClosedError, UnsupportedError } from '../hyperconn-error.js'
 import type { LeakReason } from '../hyperconn-error.js'
 import { sqlStateOf } from '../pg-error.js'
 import { redactText } from '../secrets/secret-redaction.js'
@@ -51,6 +51,8 @@ export class ConnectionLease<U> implements PoolLease {
   #hookConnection: HookConnection | undefined
   #prepared = false
   #inTransaction = false
+  /** onRelease runs at release: always on a direct connection; behind a pooler once a transaction began. */
+  #releaseHookDue: boolean
   #untrusted = false
   #released = false
   #revoked: LeakReason | undefined
@@ -69,6 +71,7 @@ export class ConnectionLease<U> implements PoolLease {
     this.usage = usage
     this.#hooks = hooks
     this.origin = origin
+    this.#releaseHookDue = !binding.target.pooler
   }
 
   get client(): PooledConnection['client'] {
@@ -96,11 +99,16 @@ export class ConnectionLease<U> implements PoolLease {
 
   async query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>> {
     this.#assertUsable()
+    if (this.binding.target.pooler) return this.#poolerQuery<R>(config, values)
     if (!this.#prepared && !this.#inTransaction) {
       await this.prepare()
       // Released meanwhile: the connection may already serve someone else.
       this.#assertUsable()
     }
+    return this.#send<R>(config, values)
+  }
+
+  async #send<R extends QueryResultRow>(config: string | QueryConfig, values: unknown[] | undefined): Promise<QueryResult<R>> {
     let result: QueryResult<R>
     try {
       result = await this.conn.client.query<R>(config, values)
@@ -116,10 +124,67 @@ export class ConnectionLease<U> implements PoolLease {
     return result
   }
 
+  /**
+   * Behind a transaction pooler the server connection may change between transactions, so nothing is
+   * kept at session level: a statement of a tenant with settings or hooks runs in its own short
+   * transaction (BEGIN and the settings in one round trip, onClaim, the statement, onRelease, COMMIT).
+   * Statement names are dropped: a named prepared statement would live on one server connection only.
+   */
+  async #poolerQuery<R extends QueryResultRow>(config: string | QueryConfig, values: unknown[] | undefined): Promise<QueryResult<R>> {
+    const statement = unnamed(config)
+    if (this.#inTransaction || (this.binding.settings.names.length === 0 && this.#hooks === undefined)) return this.#send<R>(statement, values)
+    refuseTransactionControl(statement)
+    await this.#beginLocally('BEGIN')
+    try {
+      const onClaim = this.#hooks?.onClaim
+      if (onClaim !== undefined) {
+        try {
+          await onClaim(this.#hookConn(), this.binding.key)
+        } catch (error) {
+          throw hookFailed('onClaim', this.binding, error)
+        }
+      }
+      const result = await this.#send<R>(statement, values)
+      const onRelease = this.#hooks?.onRelease
+      if (onRelease !== undefined) {
+        try {
+          await onRelease(this.#hookConn(), this.binding.key)
+        } catch (error) {
+          throw hookFailed('onRelease', this.binding, error)
+        }
+      }
+      await this.conn.client.query('COMMIT')
+      return result
+    } catch (error) {
+      await this.conn.client.query('ROLLBACK').catch(() => {
+        this.#untrusted = true
+      })
+      throw error
+    } finally {
+      this.#inTransaction = false
+    }
+  }
+
+  /** `begin` (BEGIN, possibly with options) and the settings transaction-locally, in one round trip. */
+  async #beginLocally(begin: string): Promise<void> {
+    const client = this.conn.client
+    try {
+      await client.query(this.binding.settings.beginLocally(begin, (value) => client.escapeLiteral(value)))
+    } catch (error) {
+      throw this.#settingsFailed(error)
+    }
+    this.#inTransaction = true
+  }
+
   /** Session level: the connection carries the tenant's settings from now on (skipped if it already does). */
   async prepare(): Promise<void> {
     if (this.#prepared) return
     this.#assertUsable()
+    if (this.binding.target.pooler) {
+      if (this.binding.settings.names.length > 0 || this.#hooks !== undefined) throw poolerSession(this.binding)
+      this.#prepared = true
+      return
+    }
     const target = this.binding.settings
     const carried = this.conn.carried
     if (carried?.signature !== target.signature) {
@@ -143,7 +208,7 @@ export class ConnectionLease<U> implements PoolLease {
    */
   async validate(): Promise<boolean> {
     try {
-      if (this.conn.carried?.signature === this.binding.settings.signature) await this.conn.client.query('')
+      if (this.binding.target.pooler || this.conn.carried?.signature === this.binding.settings.signature) await this.conn.client.query('')
       else await this.prepare()
       return true
     } catch {
@@ -167,6 +232,20 @@ export class ConnectionLease<U> implements PoolLease {
    */
   async begin(sql: string): Promise<void> {
     this.#assertUsable()
+    if (this.binding.target.pooler) {
+      await this.#beginLocally(sql)
+      const onClaim = this.#hooks?.onClaim
+      if (onClaim !== undefined) {
+        try {
+          await onClaim(this.#hookConn(), this.binding.key)
+        } catch (error) {
+          this.#untrusted = true
+          throw hookFailed('onClaim', this.binding, error)
+        }
+      }
+      this.#releaseHookDue = true
+      return
+    }
     const target = this.binding.settings
     let carried: TenantSettings
     try {
@@ -222,7 +301,7 @@ export class ConnectionLease<U> implements PoolLease {
       return
     }
     const inTransaction = client._txStatus != null && client._txStatus !== 'I'
-    if (!inTransaction && this.#hooks?.onRelease === undefined) {
+    if (!inTransaction && (this.#hooks?.onRelease === undefined || !this.#releaseHookDue)) {
       this.#owner.checkIn(this, false)
       return
     }
@@ -245,7 +324,7 @@ export class ConnectionLease<U> implements PoolLease {
     } catch {
       destroy = true
     }
-    const onRelease = this.#hooks?.onRelease
+    const onRelease = this.#releaseHookDue ? this.#hooks?.onRelease : undefined
     if (!destroy && onRelease !== undefined) {
       try {
         await onRelease(this.#hookConn(), this.binding.key)
@@ -308,6 +387,41 @@ export class ConnectionLease<U> implements PoolLease {
     this.conn.carry(TenantSettings.none)
     return TenantSettings.none
   }
+}
+
+/** A hook threw: typed, with its message redacted of the tenant's secrets. */
+export function hookFailed(hook: 'onClaim' | 'onRelease', binding: TenantBinding, error: unknown): unknown {
+  // A settings failure is the lease point's own error, already typed and redacted.
+  if (error instanceof HyperconnError) return error
+  const redacted = redactInPlace(error, binding.redactions)
+  const message = redactText(redacted instanceof Error ? redacted.message : String(redacted), binding.redactions)
+  return new LifecycleHookError(hook, binding.key.service, binding.key.orgId, message, { cause: redacted })
+}
+
+function poolerSession(binding: TenantBinding): UnsupportedError {
+  return new UnsupportedError(
+    `Service "${binding.key.service}" is behind a transaction pooler (pooler: 'transaction'): a raw client cannot carry org "${binding.key.orgId}"'s settings or hooks across statements, ` +
+      'because the pooler may move it to another server connection between transactions. Use tenant.query, tenant.transaction or an adapter\'s getDb(orgId).',
+  )
+}
+
+// BEGIN/COMMIT sent as plain statements would nest in (or end) the short transaction a statement runs in.
+const TRANSACTION_CONTROL = /^\s*(begin|start\s+transaction|commit|end|rollback|abort|savepoint|release|prepare\s+transaction)\b/i
+
+function refuseTransactionControl(statement: string | QueryConfig): void {
+  const text = typeof statement === 'string' ? statement : statement.text
+  if (TRANSACTION_CONTROL.test(text)) {
+    throw new UnsupportedError(
+      'Behind a transaction pooler (pooler: \'transaction\'), each statement of a tenant with settings or hooks runs in its own short transaction, so transaction control sent as SQL is refused. Use tenant.transaction(fn) or the adapter\'s transaction().',
+    )
+  }
+}
+
+/** The statement without its name: behind a pooler, a named prepared statement exists on one server connection only. */
+function unnamed(config: string | QueryConfig): string | QueryConfig {
+  if (typeof config === 'string' || config.name === undefined) return config
+  const { name: _name, ...rest } = config
+  return rest
 }
 
 /** An error PostgreSQL reported for the statement alone (severity ERROR); the session goes on. */

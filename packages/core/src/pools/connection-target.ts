@@ -10,6 +10,9 @@ const IDENTITY_KEY = randomBytes(32)
 
 // Per-tenant session settings, not part of what the physical connection is.
 const SESSION_KEYS: ReadonlySet<string> = new Set(['options', 'application_name', 'fallback_application_name'])
+// pg sends these as startup parameters, which a transaction pooler refuses (PgBouncer: "unsupported
+// startup parameter") or drops: behind one they become transaction-local settings instead.
+const STARTUP_SETTINGS = ['statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout'] as const
 
 /**
  * Where a physical connection goes and with what credentials: host, port, database, user, password and
@@ -25,13 +28,16 @@ export class ConnectionTarget {
   readonly label: string
   /** For `new pg.Client()`, without the password (given by `password()` per connection). */
   readonly clientConfig: Readonly<ClientConfig>
+  /** Reached through a transaction pooler (PgBouncer, RDS Proxy): no startup parameters, no session state. */
+  readonly pooler: boolean
   readonly #password: string
 
-  private constructor(identity: string, server: string, label: string, clientConfig: ClientConfig, password: string) {
+  private constructor(identity: string, server: string, label: string, clientConfig: ClientConfig, password: string, pooler: boolean) {
     this.identity = identity
     this.server = server
     this.label = label
     this.clientConfig = Object.freeze(clientConfig)
+    this.pooler = pooler
     this.#password = password
     Object.freeze(this)
   }
@@ -39,20 +45,30 @@ export class ConnectionTarget {
   /**
    * Parses a tenant's PostgreSQL URL: the target, and the session settings the URL carries (each
    * `-c name=value` / `--name=value` of `options`, and `application_name`). Throws `SecretFormatError`
-   * (naming the secret and key, never the value) for options it cannot apply safely.
+   * (naming the secret and key, never the value) for options it cannot apply safely. Behind a
+   * transaction `pooler`, no startup parameter is sent: timeouts (`statement_timeout`, ...) of the pool
+   * options or the URL become settings too, and application names are left out.
    */
   static parse(
     connectionString: string,
     base: Readonly<ClientConfig>,
     secretName: string,
     secretKey: string,
+    pooler = false,
   ): { target: ConnectionTarget; settings: Map<string, string> } {
     const parsed = parseConnectionString(connectionString) as Record<string, unknown>
     const settings = new Map<string, string>()
+    if (pooler) {
+      if (parsed.replication !== undefined) throw new SecretFormatError(secretName, secretKey, 'a replication connection cannot go through a transaction pooler')
+      for (const name of STARTUP_SETTINGS) {
+        const value = parsed[name] ?? (base as Record<string, unknown>)[name]
+        if (value !== undefined && value !== null && value !== '' && value !== 0) settings.set(name, String(value))
+      }
+    }
     if (typeof parsed.options === 'string') {
       for (const [name, value] of parseStartupOptions(parsed.options, secretName, secretKey)) settings.set(name, value)
     }
-    if (typeof parsed.application_name === 'string' && parsed.application_name !== '') {
+    if (!pooler && typeof parsed.application_name === 'string' && parsed.application_name !== '') {
       settings.set('application_name', parsed.application_name)
     }
     const config: Record<string, unknown> = { ...base }
@@ -63,6 +79,10 @@ export class ConnectionTarget {
       config[name] = normalised
       shape.push([name, normalised])
     }
+    if (pooler) {
+      for (const name of [...STARTUP_SETTINGS, 'application_name', 'fallback_application_name', 'options']) delete config[name]
+      shape.push(['(pooler)', 'transaction'])
+    }
     const host = typeof parsed.host === 'string' && parsed.host !== '' ? parsed.host : 'localhost'
     const port = typeof config.port === 'number' && Number.isFinite(config.port) ? config.port : 5432
     const password = typeof parsed.password === 'string' ? parsed.password : ''
@@ -72,7 +92,7 @@ export class ConnectionTarget {
       .digest('base64url')
     const text = (value: unknown): string => (typeof value === 'string' ? value : '')
     const label = `${host}:${port}/${text(parsed.database)}@${text(parsed.user)}`
-    return { target: new ConnectionTarget(identity, `${host}:${port}`, label, config, password), settings }
+    return { target: new ConnectionTarget(identity, `${host}:${port}`, label, config, password, pooler), settings }
   }
 
   /** For pg's per-connection password callback. */
@@ -92,6 +112,19 @@ export class ConnectionTarget {
   [inspect.custom](): string {
     return `ConnectionTarget ${this.label}`
   }
+}
+
+// PgBouncer's default port, RDS Proxy endpoints, Supabase's Supavisor, hosts named after PgBouncer.
+const POOLER_HOSTS = [/\.proxy-[a-z0-9]+\.[a-z0-9-]+\.rds\.amazonaws\.com(\.cn)?$/i, /(^|\.)pooler\.supabase\.com$/i, /pgbouncer/i]
+
+/**
+ * A guess from the address alone (a pooler answers the protocol exactly like PostgreSQL): PgBouncer's
+ * port 6432, an RDS Proxy or Supavisor endpoint, a host named after PgBouncer. Used to warn only.
+ */
+export function looksLikePooler(server: string): boolean {
+  const colon = server.lastIndexOf(':')
+  const host = server.slice(0, colon)
+  return server.slice(colon + 1) === '6432' || POOLER_HOSTS.some((pattern) => pattern.test(host))
 }
 
 /**

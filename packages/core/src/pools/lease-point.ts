@@ -1,5 +1,5 @@
 import type { Clock, TimerHandle } from '../clock.js'
-import { ConnectionError, HyperconnError, LifecycleHookError, PoolSaturatedError, RegistryClosedError } from '../hyperconn-error.js'
+import { ConnectionError, HyperconnError, PoolSaturatedError, RegistryClosedError } from '../hyperconn-error.js'
 import type { LeakReason, SaturatedLimit } from '../hyperconn-error.js'
 import { sqlStateOf } from '../pg-error.js'
 import type { Logger } from '../registry/registry-logger.js'
@@ -7,7 +7,7 @@ import type { SecretCache } from '../secrets/secret-cache.js'
 import { redactText } from '../secrets/secret-redaction.js'
 import type { PoolLease, TenantKey } from '../tenant-types.js'
 import { AUTO_BUDGET_QUERY, autoBudget, ConnectionBudget } from './connection-budget.js'
-import { ConnectionLease, redactInPlace } from './connection-lease.js'
+import { ConnectionLease, hookFailed, redactInPlace } from './connection-lease.js'
 import type { LeaseOwner } from './connection-lease.js'
 import { FairQueue } from './fair-queue.js'
 import type { LifecycleHooks } from './lease-hooks.js'
@@ -58,6 +58,8 @@ const AUTH_FAILURES: ReadonlySet<string> = new Set(['28P01', '28000'])
 const AUTH_REFRESH_INTERVAL_MS = 30_000
 // Used when 'auto' cannot be read (the query failed): pg's own default pool size, times two.
 const AUTO_FALLBACK = 20
+// connections.max 'auto' for a server reached through a transaction pooler: PgBouncer's default max_client_conn.
+const POOLER_AUTO = 100
 // After a server restart every idle connection of a pool is dead; each one found costs one pass.
 const MAX_DEAD_IDLE = 64
 
@@ -244,13 +246,14 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       const hooks = this.#policy.hooks.get(key.service)
       const lease: Lease = new ConnectionLease(this, conn, binding, this.#usageOf(binding.key), hooks, origin)
       if (this.#needsValidation(conn) && !(await lease.validate())) continue
-      // Checked here so a service without hooks pays no extra await per checkout.
-      if (hooks?.onClaim !== undefined) {
+      // Checked here so a service without hooks pays no extra await per checkout. Behind a transaction
+      // pooler there is no session to claim: hooks run inside each transaction instead.
+      if (hooks?.onClaim !== undefined && !binding.target.pooler) {
         try {
           await lease.claim()
         } catch (error) {
           lease.release(true)
-          throw claimFailed(binding, error)
+          throw hookFailed('onClaim', binding, error)
         }
       }
       this.#track(lease)
@@ -368,10 +371,13 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     }
   }
 
-  #server(name: string): Server {
+  #server(name: string, pooler: boolean): Server {
     let server = this.#servers.get(name)
     if (server === undefined) {
-      const max = this.#limits.max === 'auto' ? undefined : this.#limits.max
+      // Behind a pooler max_connections is the server's, not the pooler's client limit: 'auto' uses
+      // PgBouncer's default max_client_conn instead.
+      const auto = pooler ? Math.max(1, Math.floor(POOLER_AUTO / this.#limits.instances)) : undefined
+      const max = this.#limits.max === 'auto' ? auto : this.#limits.max
       const created: Server = {
         // Room appears when a connection closes or 'auto' is known: serve waiters then.
         budget: new ConnectionBudget(name, max, () => {
@@ -408,7 +414,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   }
 
   #checkout(binding: TenantBinding): Promise<PooledConnection> {
-    const server = this.#server(binding.target.server)
+    const server = this.#server(binding.target.server, binding.target.pooler)
     const usage = this.#usageOf(binding.key)
     if (server.queue.size === 0) {
       const started = this.#tryStart(usage, binding, server)
@@ -619,14 +625,6 @@ const heldBy = (usage: TenantUsage): number => usage.held
 
 function describe(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error)
-}
-
-function claimFailed(binding: TenantBinding, error: unknown): unknown {
-  // A settings failure is the lease point's own error, already typed and redacted.
-  if (error instanceof HyperconnError) return error
-  const redacted = redactInPlace(error, binding.redactions)
-  const message = redactText(redacted instanceof Error ? redacted.message : String(redacted), binding.redactions)
-  return new LifecycleHookError('onClaim', binding.key.service, binding.key.orgId, message, { cause: redacted })
 }
 
 function connectionError(binding: TenantBinding, error: unknown): unknown {

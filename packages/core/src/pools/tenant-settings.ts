@@ -49,6 +49,18 @@ export class TenantSettings {
 
   #session: QueryConfig | undefined
   #local: QueryConfig | undefined
+  #literal: string | undefined
+
+  /**
+   * Behind a transaction pooler: `BEGIN ...; SELECT set_config(name, value, true), ...` as one simple
+   * query (one round trip, no named statement). Names are validated identifiers and values are quoted
+   * with `escape` (pg's `escapeLiteral`), so nothing caller-provided runs as SQL.
+   */
+  beginLocally(begin: string, escape: (value: string) => string): string {
+    if (this.names.length === 0) return begin
+    this.#literal ??= `SELECT ${this.names.map((name, i) => `set_config(${escape(name)}, ${escape(this.values[i] as string)}, true)`).join(', ')}`
+    return `${begin}; ${this.#literal}`
+  }
 
   #statement(carried: TenantSettings, local: boolean): QueryConfig {
     const values: (string | null)[] = []

@@ -83,6 +83,13 @@ export interface ServiceOptions {
   tenantSettings?: (orgId: string) => Readonly<Record<string, string | number | boolean>>
   /** Lifecycle hooks of this service; they replace the registry-wide `hooks` for it. */
   hooks?: LifecycleHooks
+  /**
+   * `'transaction'`: the service's URLs point at a transaction pooler (PgBouncer in transaction mode, RDS
+   * Proxy, Supavisor). No startup parameters are sent; tenant settings are transaction-local; an
+   * autocommit query of a tenant with settings or hooks runs in its own short transaction; named
+   * prepared statements are sent unnamed; session features (`tenant.connection`) are refused.
+   */
+  pooler?: 'transaction'
 }
 
 /** The connection budget per server and the fair queue (`createRegistry({ connections })`). */
@@ -112,6 +119,8 @@ export interface ResolvedService {
   readonly tenantSettings: ((orgId: string) => Readonly<Record<string, unknown>>) | undefined
   /** The service's hooks, or the registry-wide ones. */
   readonly hooks: LifecycleHooks | undefined
+  /** Behind a transaction pooler. */
+  readonly pooler: boolean
 }
 
 /**
@@ -196,7 +205,7 @@ const UNSUPPORTED_POOL_KEYS: Readonly<Record<string, string>> = {
   options: 'startup options are per tenant: put -c settings in the tenant URL or in services.<name>.tenantSettings',
 }
 const POOL_SIZING_KEYS = ['max', 'idleTimeoutMillis', 'maxLifetimeSeconds', 'maxUses', 'validateAfterIdleMs']
-const SERVICE_KEYS = new Set(['isolation', 'tenantSettings', 'hooks'])
+const SERVICE_KEYS = new Set(['isolation', 'tenantSettings', 'hooks', 'pooler'])
 const HOOK_KEYS = ['onClaim', 'onRelease']
 
 function fail(message: string): never {
@@ -338,6 +347,13 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
   })
 }
 
+function resolvePooler(service: string, pooler: unknown): boolean {
+  if (pooler === undefined) return false
+  if (pooler !== 'transaction')
+    fail(`services.${service}.pooler must be 'transaction' (PgBouncer in transaction mode, RDS Proxy, Supavisor) or left out for a direct connection`)
+  return true
+}
+
 function resolveHooks(where: string, input: unknown): LifecycleHooks | undefined {
   if (input === undefined) return undefined
   if (!isObject(input)) fail(`${where} must be an object { onClaim?, onRelease? }`)
@@ -374,6 +390,7 @@ function resolveServices(input: unknown, registryHooks: LifecycleHooks | undefin
         isolation: resolveIsolation(name, value.isolation),
         tenantSettings: tenantSettings as ResolvedService['tenantSettings'],
         hooks: value.hooks === undefined ? registryHooks : resolveHooks(`services.${name}.hooks`, value.hooks),
+        pooler: resolvePooler(name, value.pooler),
       }),
     )
   }

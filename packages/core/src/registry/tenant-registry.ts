@@ -1,8 +1,9 @@
 import { inspect } from 'node:util'
 import type { QueryConfig } from 'pg'
 import { InstanceCache } from '../adapter/instance-cache.js'
-import { InvalidOptionsError, RegistryClosedError, SecretSourceError, UnknownServiceError } from '../hyperconn-error.js'
+import { InvalidOptionsError, RegistryClosedError, SecretSourceError, UnknownServiceError, UnsupportedError } from '../hyperconn-error.js'
 import { sqlStateOf } from '../pg-error.js'
+import { looksLikePooler } from '../pools/connection-target.js'
 import { LeasePoint } from '../pools/lease-point.js'
 import type { TargetPool } from '../pools/target-pool.js'
 import { TargetPoolCache } from '../pools/target-pool-cache.js'
@@ -139,6 +140,12 @@ export class Registry<TService extends string = string> implements AsyncDisposab
         created: (pool) => {
           this.#events.emit('pool:create', { pool: pool.name, server: pool.target.server })
           logger.debug({ pool: pool.name }, 'hyperconn: pool created')
+          if (!pool.target.pooler && looksLikePooler(pool.target.server)) {
+            logger.warn(
+              { pool: pool.name },
+              "hyperconn: this address looks like a transaction pooler (PgBouncer, RDS Proxy, Supavisor); if it is one, set pooler: 'transaction' on the service, or tenant settings set per session would reach other clients",
+            )
+          }
         },
         evicted: (pool, reason) => {
           this.#events.emit('pool:evict', { pool: pool.name, reason })
@@ -172,6 +179,14 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       acquire: (key: TenantKey) => this.#leases.acquire(key),
       pool: (key: TenantKey) => this.#facade(key).resolved,
       assertOpen: () => this.#assertOpen(),
+      assertSessions: (key: TenantKey) => {
+        if (options.serviceConfig.get(key.service)?.pooler === true) {
+          throw new UnsupportedError(
+            `tenant.connection() needs one server connection for its whole scope, and service "${key.service}" is behind a transaction pooler (pooler: 'transaction'), ` +
+              'which may move a client to another server connection after every transaction. Use tenant.transaction(fn) for work that must share a connection, or give the service a direct URL.',
+          )
+        }
+      },
     })
     this.#sweeper = clock.setInterval(() => {
       this.#pools.sweep()

@@ -185,6 +185,7 @@ async function runPinned<T>(access: TenantPoolAccess, key: TenantKey, fn: () => 
   const entry = currentEntry(key)
   if (entry !== undefined && entry.active) return fn()
   access.assertOpen()
+  access.assertSessions(key)
   const pinned = await PinnedConnection.pin(key, () => access.acquire(key))
   try {
     return await runWithScope(key, pinned, fn)

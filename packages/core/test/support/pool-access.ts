@@ -87,6 +87,9 @@ export class TestPoolAccess implements TenantPoolAccess, AsyncDisposable {
     return Promise.resolve(this.poolFor(key))
   }
 
+  /** Direct connections only: sessions are always supported. */
+  assertSessions(): void {}
+
   assertOpen(): void {}
 
   async [Symbol.asyncDispose](): Promise<void> {
