@@ -6,6 +6,7 @@ export type HyperconnErrorCode =
   | 'HC_SECRET_NOT_FOUND'
   | 'HC_SECRET_FORMAT'
   | 'HC_SECRET_SOURCE'
+  | 'HC_AUTH_TOKEN'
   | 'HC_CONNECTION'
   | 'HC_REGISTRY_CLOSED'
   | 'HC_POOL_SATURATED'
@@ -24,6 +25,7 @@ const CODES: ReadonlySet<string> = new Set<HyperconnErrorCode>([
   'HC_SECRET_NOT_FOUND',
   'HC_SECRET_FORMAT',
   'HC_SECRET_SOURCE',
+  'HC_AUTH_TOKEN',
   'HC_CONNECTION',
   'HC_REGISTRY_CLOSED',
   'HC_POOL_SATURATED',
@@ -147,6 +149,39 @@ export class SecretSourceError extends HyperconnError {
       options,
     )
     this.secretName = secretName
+    this.transient = transient
+    this.sourceCode = sourceCode
+  }
+}
+
+/**
+ * A connection's password could not be made (e.g. an RDS IAM token: no AWS credentials, the optional
+ * `@aws-sdk/rds-signer` not installed). `transient` is true for throttling, timeouts and network errors
+ * of the credential provider (retry later). The message and `cause` never contain a token or a key.
+ */
+export class AuthTokenError extends HyperconnError {
+  /** `user@host:port` the token was for (no secret). */
+  readonly target: string
+  readonly transient: boolean
+  /** The provider's error name or errno (`CredentialsProviderError`, `ECONNREFUSED`…), or ours (`SdkNotInstalled`). */
+  readonly sourceCode: string | undefined
+  constructor(
+    target: string,
+    transient: boolean,
+    sourceCode: string | undefined,
+    options?: HyperconnErrorOptions & { message?: string },
+  ) {
+    super(
+      'HC_AUTH_TOKEN',
+      options?.message ??
+        `Could not create an auth token for ${target}${sourceCode ? ` (${sourceCode})` : ''}: ${
+          transient
+            ? 'the AWS credential provider is throttling or unreachable; retry later.'
+            : 'check that AWS credentials are available (the credentials option, or the default chain: environment, profile, container or instance role) and that the region is right.'
+        }`,
+      options,
+    )
+    this.target = target
     this.transient = transient
     this.sourceCode = sourceCode
   }

@@ -32,6 +32,8 @@ export type {
 } from './secrets/aws-secret-source.js'
 export { staticSecrets } from './secrets/static-secret-source.js'
 export { fileSecrets } from './secrets/file-secret-source.js'
+export { rdsIamAuth } from './secrets/rds-iam-auth.js'
+export type { ConnectionAuth, ConnectionEndpoint, RdsIamAuthOptions, RdsIamSignerParams } from './secrets/rds-iam-auth.js'
 export type { SecretSource, SecretValue } from './secrets/secret-source.js'
 export type { SecretCacheStats, SecretFetchOutcome } from './secrets/secret-cache.js'
 
@@ -48,6 +50,7 @@ export type {
 } from './tenant-types.js'
 
 export {
+  AuthTokenError,
   ConnectionError,
   ConnectionLeakError,
   ContextConflictError,
