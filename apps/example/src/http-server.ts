@@ -81,6 +81,18 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     return payload
   })
 
+  // Each request's work runs in registry.scope(): a connection a handler leaves checked out (an un-awaited
+  // query, a forgotten release) is destroyed and reported (`connection:leak`, `stats().leaks`) when its
+  // request ends, instead of staying out of the pool. onRequest and preHandler hooks finish before the
+  // handler starts, so they cannot wrap it: every route's handler is wrapped as it is registered.
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler
+    route.handler = function scoped(request, reply) {
+      // A handler that returns `reply` (after reply.send) keeps the scope open until the response is sent.
+      return registry.scope(async () => handler.call(this, request, reply))
+    }
+  })
+
   app.get('/health', () => ({ status: 'ok' }))
 
   // Plain JSON by contract: pool, connection and secret-cache counters, no secrets.

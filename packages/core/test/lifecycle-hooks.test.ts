@@ -198,9 +198,26 @@ describe('onClaim / onRelease', () => {
       hooks: { onClaim: async (conn, t) => void (t.orgId === 'a' ? await conn.query('SET ROLE hk_app') : undefined) },
     })
     const a = (await registry.tenant('a', 'core').query<{ usr: string }>('SELECT current_user AS usr')).rows[0]
+    // Inside a transaction too: BEGIN keeps what onClaim set for this checkout.
+    const inTx = await registry.tenant('a', 'core').transaction(async () => {
+      const tenant = registry.tenant('a', 'core')
+      return (await tenant.query<{ usr: string; tenant: string }>("SELECT current_user AS usr, current_setting('app.tenant_id') AS tenant")).rows[0]
+    })
     const b = (await registry.tenant('b', 'core').query<{ usr: string }>('SELECT current_user AS usr')).rows[0]
     expect(a?.usr).toBe('hk_app')
+    expect(inTx).toEqual({ usr: 'hk_app', tenant: 'a' })
     expect(b?.usr).toBe('postgres')
+  })
+
+  it('a set_config in onClaim without an onRelease never reaches the next checkout', async () => {
+    await using registry = registryWith({
+      max: 1,
+      hooks: { onClaim: async (conn, t) => void (t.orgId === 'a' ? await conn.query("SELECT set_config('app.user', 'alice', false)") : undefined) },
+    })
+    const a = (await registry.tenant('a', 'core').query<Seen>(SEEN)).rows[0]
+    const b = (await registry.tenant('b', 'core').query<Seen>(SEEN)).rows[0]
+    expect(a).toMatchObject({ user: 'alice', tenant: 'a' })
+    expect(b).toMatchObject({ pid: a?.pid, user: '', tenant: 'b' })
   })
 
   it('bad hooks are rejected at createRegistry with InvalidOptionsError', () => {

@@ -99,6 +99,9 @@ describe('leakDetection', () => {
     clock.advance(120_000)
     await expect(ended).resolves.toMatchObject({ forced: false })
     expect(registry.stats().pools.count).toBe(0)
+    // Taken from its holder: its slot and the tenant's share are free although it never released.
+    expect(registry.stats().connections.checkedOut).toBe(0)
+    expect(registry.stats().tenants.active).toEqual([])
     await expect(conn.query('SELECT 1')).rejects.toBeInstanceOf(ConnectionLeakError)
     conn.release()
     expect(registry.stats().connections.checkedOut).toBe(0)

@@ -2,7 +2,7 @@ import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import { ConnectionError, ConnectionLeakError, HyperconnError, LifecycleHookError, RegistryClosedError, TransactionClosedError, UnsupportedError } from '../hyperconn-error.js'
 import type { LeakReason } from '../hyperconn-error.js'
 import { sqlStateOf } from '../pg-error.js'
-import { redactText } from '../secrets/secret-redaction.js'
+import { redactInPlace, redactText } from '../secrets/secret-redaction.js'
 import type { PoolLease } from '../tenant-types.js'
 import type { HookConnection, LifecycleHooks } from './lease-hooks.js'
 import type { LeaseScope } from './lease-scope.js'
@@ -49,6 +49,12 @@ export class ConnectionLease<U> implements PoolLease {
   readonly #owner: LeaseOwner<U>
   readonly #hooks: LifecycleHooks | undefined
   #hookConnection: HookConnection | undefined
+  /** SQL ran in a hook: without an onRelease to undo it, the session state is unknown afterwards. */
+  #hookTouched = false
+  /** The last settings round trip failed with a statement error (a bad setting), not a dead connection. */
+  #settingsRejected = false
+  /** onClaim ran: what it set (a SET ROLE) is this checkout's session, kept until release. */
+  #claimed = false
   #prepared = false
   #inTransaction = false
   /** onRelease runs at release: always on a direct connection; behind a pooler once a transaction began. */
@@ -84,7 +90,7 @@ export class ConnectionLease<U> implements PoolLease {
 
   /** The error a holder gets once the lease was taken back as a leak; undefined otherwise. */
   get revokedError(): ConnectionLeakError | undefined {
-    const reason = this.#revoked ?? (this.conn.leakClosed ? 'threshold' : undefined)
+    const reason = this.#revoked
     if (reason === undefined) return undefined
     return new ConnectionLeakError(this.binding.key.service, this.binding.key.orgId, reason)
   }
@@ -110,6 +116,7 @@ export class ConnectionLease<U> implements PoolLease {
 
   async #send<R extends QueryResultRow>(config: string | QueryConfig, values: unknown[] | undefined): Promise<QueryResult<R>> {
     let result: QueryResult<R>
+    if (holdsSessionState(config)) this.conn.carry(undefined)
     try {
       result = await this.conn.client.query<R>(config, values)
     } catch (error) {
@@ -208,11 +215,16 @@ export class ConnectionLease<U> implements PoolLease {
    */
   async validate(): Promise<boolean> {
     try {
-      if (this.binding.target.pooler || this.conn.carried?.signature === this.binding.settings.signature) await this.conn.client.query('')
-      else await this.prepare()
+      if (this.binding.target.pooler || this.conn.carried?.signature === this.binding.settings.signature) {
+        // Bounded: a server that vanished without closing the socket must not hang the caller.
+        const timeout = this.conn.pool.target.clientConfig.connectionTimeoutMillis ?? 0
+        await this.conn.client.query(timeout > 0 ? ({ text: '', query_timeout: timeout } as QueryConfig) : '')
+      } else await this.prepare()
       return true
-    } catch {
+    } catch (error) {
       this.release(true)
+      // A setting the server refused is the tenant's problem, not a dead connection: no other idle one is tried.
+      if (this.#settingsRejected) throw error
       return false
     }
   }
@@ -223,6 +235,7 @@ export class ConnectionLease<U> implements PoolLease {
     if (onClaim === undefined) return
     await this.prepare()
     await onClaim(this.#hookConn(), this.binding.key)
+    this.#claimed = true
   }
 
   /**
@@ -249,7 +262,8 @@ export class ConnectionLease<U> implements PoolLease {
     const target = this.binding.settings
     let carried: TenantSettings
     try {
-      carried = this.conn.carried ?? (await this.#reset())
+      // After onClaim the settings are applied and whatever the hook changed stays for this checkout.
+      carried = this.conn.carried ?? (this.#claimed ? target : await this.#reset())
     } catch (error) {
       throw this.#settingsFailed(error)
     }
@@ -300,6 +314,8 @@ export class ConnectionLease<U> implements PoolLease {
       this.#owner.checkIn(this, true)
       return
     }
+    // A hook's set_config is invisible to `observe`; onRelease is the contract that undoes onClaim.
+    if (this.#hookTouched && this.#hooks?.onRelease === undefined) conn.carry(undefined)
     const inTransaction = client._txStatus != null && client._txStatus !== 'I'
     if (!inTransaction && (this.#hooks?.onRelease === undefined || !this.#releaseHookDue)) {
       this.#owner.checkIn(this, false)
@@ -347,6 +363,7 @@ export class ConnectionLease<U> implements PoolLease {
   async #hookQuery<R extends QueryResultRow>(text: string | QueryConfig, values: unknown[] | undefined): Promise<QueryResult<R>> {
     const revoked = this.revokedError
     if (revoked !== undefined) throw revoked
+    this.#hookTouched = true
     try {
       const result = await this.conn.client.query<R>(text, values)
       observe(this.conn, result)
@@ -367,6 +384,7 @@ export class ConnectionLease<U> implements PoolLease {
   /** Settings never half-applied: any failure makes the connection untrusted (destroyed on release). */
   #settingsFailed(error: unknown): ConnectionError {
     this.#untrusted = true
+    this.#settingsRejected = isStatementError(error)
     const { service, orgId } = this.binding.key
     const sqlState = sqlStateOf(error)
     const message = redactText(error instanceof Error ? error.message : String(error), this.binding.redactions)
@@ -380,10 +398,12 @@ export class ConnectionLease<U> implements PoolLease {
 
   /**
    * A connection whose state a caller changed is reset to its defaults first (one extra round trip).
-   * RESET ALL leaves the role and session authorization alone: those are reset explicitly.
+   * RESET ALL leaves the role, session authorization, advisory locks, cursors, LISTENs and temporary
+   * tables alone: those are reset explicitly. (Not DISCARD ALL: it would drop the prepared settings
+   * statements pg still believes exist.)
    */
   async #reset(): Promise<TenantSettings> {
-    await this.conn.client.query('SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL')
+    await this.conn.client.query(RESET_SESSION)
     this.conn.carry(TenantSettings.none)
     return TenantSettings.none
   }
@@ -395,7 +415,8 @@ export function hookFailed(hook: 'onClaim' | 'onRelease', binding: TenantBinding
   if (error instanceof HyperconnError) return error
   const redacted = redactInPlace(error, binding.redactions)
   const message = redactText(redacted instanceof Error ? redacted.message : String(redacted), binding.redactions)
-  return new LifecycleHookError(hook, binding.key.service, binding.key.orgId, message, { cause: redacted })
+  // A thrown non-Error (a string) may hold anything: only the redacted text is kept.
+  return new LifecycleHookError(hook, binding.key.service, binding.key.orgId, message, { cause: redacted instanceof Error ? redacted : new Error(message) })
 }
 
 function poolerSession(binding: TenantBinding): UnsupportedError {
@@ -424,6 +445,9 @@ function unnamed(config: string | QueryConfig): string | QueryConfig {
   return rest
 }
 
+const RESET_SESSION =
+  'SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES'
+
 /** An error PostgreSQL reported for the statement alone (severity ERROR); the session goes on. */
 function isStatementError(error: unknown): boolean {
   return typeof error === 'object' && error !== null && (error as { severity?: unknown }).severity === 'ERROR'
@@ -436,25 +460,13 @@ function observe(conn: PooledConnection, result: QueryResult | QueryResult[]): v
     return
   }
   const command = result.command
-  if (command === 'SET' || command === 'RESET' || command === 'DISCARD') conn.carry(undefined)
+  if (command === 'SET' || command === 'RESET' || command === 'DISCARD' || command === 'LISTEN' || command === 'DECLARE') conn.carry(undefined)
 }
 
-// pg DatabaseError fields that may echo query text or values
-const REDACTED_FIELDS = ['message', 'detail', 'hint', 'where', 'internalQuery'] as const
+// A session-level advisory lock outlives the checkout: the next one must release it.
+const SESSION_LOCK = /advisory_(?!xact_)\w*lock/i
 
-export function redactInPlace(error: unknown, redactions: readonly string[]): unknown {
-  if (!(error instanceof Error) || error instanceof HyperconnError) return error
-  const fields = error as unknown as Record<string, unknown>
-  let leaked = false
-  for (const field of REDACTED_FIELDS) {
-    const value = fields[field]
-    if (typeof value !== 'string') continue
-    const clean = redactText(value, redactions)
-    if (clean !== value) {
-      leaked = true
-      fields[field] = clean
-    }
-  }
-  if (leaked && typeof error.stack === 'string') error.stack = redactText(error.stack, redactions)
-  return error
+/** Statements whose effect outlives the checkout although their command tag does not say so. */
+function holdsSessionState(config: string | QueryConfig): boolean {
+  return SESSION_LOCK.test(typeof config === 'string' ? config : config.text)
 }

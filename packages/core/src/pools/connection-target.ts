@@ -62,7 +62,8 @@ export class ConnectionTarget {
       if (parsed.replication !== undefined) throw new SecretFormatError(secretName, secretKey, 'a replication connection cannot go through a transaction pooler')
       for (const name of STARTUP_SETTINGS) {
         const value = parsed[name] ?? (base as Record<string, unknown>)[name]
-        if (value !== undefined && value !== null && value !== '' && value !== 0) settings.set(name, String(value))
+        // Milliseconds, as pg takes them (a number in the pool options, a string in a URL).
+        if ((typeof value === 'number' && value > 0) || (typeof value === 'string' && value !== '' && value !== '0')) settings.set(name, String(value))
       }
     }
     if (typeof parsed.options === 'string') {

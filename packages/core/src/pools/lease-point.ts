@@ -4,10 +4,10 @@ import type { LeakReason, SaturatedLimit } from '../hyperconn-error.js'
 import { sqlStateOf } from '../pg-error.js'
 import type { Logger } from '../registry/registry-logger.js'
 import type { SecretCache } from '../secrets/secret-cache.js'
-import { redactText } from '../secrets/secret-redaction.js'
+import { redactInPlace, redactText } from '../secrets/secret-redaction.js'
 import type { PoolLease, TenantKey } from '../tenant-types.js'
 import { AUTO_BUDGET_QUERY, autoBudget, ConnectionBudget } from './connection-budget.js'
-import { ConnectionLease, hookFailed, redactInPlace } from './connection-lease.js'
+import { ConnectionLease, hookFailed } from './connection-lease.js'
 import type { LeaseOwner } from './connection-lease.js'
 import { FairQueue } from './fair-queue.js'
 import type { LifecycleHooks } from './lease-hooks.js'
@@ -220,7 +220,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   async acquire(key: TenantKey): Promise<PoolLease> {
     if (this.#closed) throw new RegistryClosedError()
     // Before the first await, so the stack is the caller's; only when someone will read it.
-    const origin = this.#watch === undefined ? undefined : new Error('acquired here')
+    const origin = this.#watch === undefined ? undefined : captureOrigin()
     const cached = this.#bindings.get(key)
     let binding = cached instanceof Promise ? await cached : cached
     let authRetried = false
@@ -274,8 +274,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     try {
       return await result
     } finally {
-      scope.open = false
-      for (const lease of [...scope.held]) this.#leaked(lease, this.#clock.now() - lease.acquiredAt, 'scope')
+      for (const lease of scope.close()) this.#leaked(lease, this.#clock.now() - lease.acquiredAt, 'scope')
     }
   }
 
@@ -298,7 +297,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       return
     }
     lease.scope = scope
-    scope.held.add(lease)
+    scope.add(lease)
   }
 
   /** Reports a leak; destroys the connection for a scope, or with leakDetection.destroy. */
@@ -308,7 +307,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     const { service, orgId } = lease.binding.key
     if (destroy) lease.revoke(reason)
     // Not destroyed: it no longer keeps its pool from being evicted (the holder's queries fail then).
-    else lease.conn.pool.markLeaked(lease.conn)
+    else lease.conn.pool.markLeaked(lease.conn, () => lease.revoke('threshold'))
     this.#events.leak({ service, orgId, heldMs, stack: lease.stack ?? NO_STACK, reason, destroyed: destroy })
   }
 
@@ -338,7 +337,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   /** @internal LeaseOwner: the checkout ended, stop watching it. */
   ended(lease: Lease): void {
     this.#watch?.delete(lease)
-    lease.scope?.held.delete(lease)
+    lease.scope?.delete(lease)
   }
 
   /** @internal LeaseOwner: the connection is back (the lease already applied its hygiene). */
@@ -352,7 +351,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
 
   /** @internal LeaseOwner */
   releaseHookFailed(lease: Lease, error: unknown): void {
-    const message = describe(redactInPlace(error, lease.binding.redactions))
+    const message = describe(redactInPlace(error, lease.binding.redactions), lease.binding.redactions)
     this.#logger.warn({ service: lease.binding.key.service, orgId: lease.binding.key.orgId, err: message }, 'hyperconn: onRelease hook failed; connection destroyed')
   }
 
@@ -623,8 +622,17 @@ function first<T>(set: Set<T>): T | undefined {
 
 const heldBy = (usage: TenantUsage): number => usage.held
 
-function describe(error: unknown): string {
-  return error instanceof Error ? `${error.name}: ${error.message}` : String(error)
+/** Deep enough to reach the caller's line through an ORM's own frames. */
+function captureOrigin(): Error {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 40
+  const origin = new Error('acquired here')
+  Error.stackTraceLimit = limit
+  return origin
+}
+
+function describe(error: unknown, redactions: readonly string[]): string {
+  return redactText(error instanceof Error ? `${error.name}: ${error.message}` : String(error), redactions)
 }
 
 function connectionError(binding: TenantBinding, error: unknown): unknown {

@@ -4,12 +4,35 @@ import { AsyncLocalStorage } from 'node:async_hooks'
  * One `registry.scope(fn)`: the checkouts made inside `fn`'s async context that are still held. Scopes of
  * several registries nest; a checkout is tracked by the innermost scope of its own registry.
  */
-export interface LeaseScope<T> {
+export class LeaseScope<T> {
   readonly owner: object
   readonly parent: LeaseScope<unknown> | undefined
-  readonly held: Set<T>
+  readonly #held = new Set<T>()
+  #open = true
+
+  constructor(owner: object, parent: LeaseScope<unknown> | undefined) {
+    this.owner = owner
+    this.parent = parent
+  }
+
   /** False once `fn` settled: a checkout that completes later is taken back at once. */
-  open: boolean
+  get open(): boolean {
+    return this.#open
+  }
+
+  add(checkout: T): void {
+    this.#held.add(checkout)
+  }
+
+  delete(checkout: T): void {
+    this.#held.delete(checkout)
+  }
+
+  /** `fn` settled: what is still held, for the owner to take back. */
+  close(): T[] {
+    this.#open = false
+    return [...this.#held]
+  }
 }
 
 const storage = new AsyncLocalStorage<LeaseScope<unknown>>()
@@ -19,7 +42,7 @@ let used = false
 /** Runs `fn` inside a new scope of `owner`; the scope is returned with `fn`'s promise. */
 export function enterScope<T, R>(owner: object, fn: () => Promise<R>): { scope: LeaseScope<T>; result: Promise<R> } {
   used = true
-  const scope: LeaseScope<T> = { owner, parent: storage.getStore(), held: new Set(), open: true }
+  const scope = new LeaseScope<T>(owner, storage.getStore())
   const result = storage.run(scope, fn)
   return { scope, result }
 }

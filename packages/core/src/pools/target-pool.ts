@@ -42,8 +42,6 @@ export class PooledConnection {
   #idleSince = 0
   #dead = false
   #closedByRegistry = false
-  #leaked = false
-  #leakClosed = false
 
   constructor(client: pg.Client, pool: TargetPool, createdAt: number, expiresAt: number) {
     this.client = client
@@ -52,25 +50,7 @@ export class PooledConnection {
     this.expiresAt = expiresAt
   }
 
-  /** Reported as a leak while checked out (owned by the pool). */
-  get leaked(): boolean {
-    return this.#leaked
-  }
 
-  /** @internal */
-  setLeaked(leaked: boolean): void {
-    this.#leaked = leaked
-  }
-
-  /** A reported leak closed because its pool was evicted: its holder's statements are refused. */
-  get leakClosed(): boolean {
-    return this.#leakClosed
-  }
-
-  /** @internal */
-  markLeakClosed(): void {
-    this.#leakClosed = true
-  }
 
   /** The session settings this connection carries; undefined when unknown (a SET ran on it). */
   get carried(): TenantSettings | undefined {
@@ -149,8 +129,11 @@ export class TargetPool {
   readonly #idle = new Set<PooledConnection>()
   readonly #idleBySignature = new Map<string, Set<PooledConnection>>()
   #checkedOut = 0
-  /** Checked-out connections reported as leaks: they do not keep the pool from being evicted. */
-  #leaked = 0
+  /**
+   * Checked-out connections reported as leaks, each with how to take it back from its holder: they do not
+   * keep the pool from being evicted.
+   */
+  readonly #leaked = new Map<PooledConnection, () => void>()
   #opening = 0
   #lastUsedAt: number
   #retired = false
@@ -201,7 +184,7 @@ export class TargetPool {
 
   /** Nothing checked out (but leaks) or opening: the pool may be ended without waiting for a caller. */
   get unused(): boolean {
-    return this.#checkedOut === this.#leaked && this.#opening === 0
+    return this.#checkedOut === this.#leaked.size && this.#opening === 0
   }
 
   /** Another connection may be opened here (the budget is asked separately). */
@@ -217,7 +200,8 @@ export class TargetPool {
     let conn: PooledConnection | undefined
     const now = this.#clock.now()
     // Bounded: each pass closes one expired connection.
-    for (let expired = 0; expired <= this.#idle.size; expired++) {
+    const limit = this.#idle.size
+    for (let expired = 0; expired <= limit; expired++) {
       const matching = this.#idleBySignature.get(settings.signature)
       conn = matching === undefined ? undefined : first(matching)
       conn ??= first(this.#idle)
@@ -303,11 +287,12 @@ export class TargetPool {
     return conn === undefined ? undefined : this.#close(conn)
   }
 
-  /** A checked-out connection was reported as a leak: it no longer keeps the pool in use. */
-  markLeaked(conn: PooledConnection): void {
-    if (conn.leaked || !this.#all.has(conn)) return
-    conn.setLeaked(true)
-    this.#leaked++
+  /**
+   * A checked-out connection was reported as a leak: it no longer keeps the pool in use, and if the pool
+   * is retired `revoke` takes it from its holder (which checks it back in through the lease point).
+   */
+  markLeaked(conn: PooledConnection, revoke: () => void): void {
+    if (this.#all.has(conn)) this.#leaked.set(conn, revoke)
   }
 
   /**
@@ -317,11 +302,7 @@ export class TargetPool {
   retire(): Promise<void> {
     this.#retired = true
     for (const conn of [...this.#idle]) void this.#close(conn)
-    for (const conn of [...this.#all]) {
-      if (!conn.leaked) continue
-      conn.markLeakClosed()
-      void this.#close(conn)
-    }
+    for (const revoke of [...this.#leaked.values()]) revoke()
     if (this.#all.size === 0) return Promise.resolve()
     return new Promise((resolve) => {
       const previous = this.#emptied
@@ -342,9 +323,7 @@ export class TargetPool {
   }
 
   #unleak(conn: PooledConnection): void {
-    if (!conn.leaked) return
-    conn.setLeaked(false)
-    this.#leaked--
+    this.#leaked.delete(conn)
   }
 
   #unidle(conn: PooledConnection): void {

@@ -1,3 +1,5 @@
+import { HyperconnError } from '../hyperconn-error.js'
+
 /**
  * Redaction helpers. Anything that may reach a log, an event or an error message goes through these:
  * connection strings lose their password, and known secret values are replaced wholesale.
@@ -38,4 +40,28 @@ export function describeConnectionString(connectionString: string): string {
   } catch {
     return '<unparseable connection string>'
   }
+}
+
+// pg DatabaseError fields that may echo query text or values
+const REDACTED_FIELDS = ['message', 'detail', 'hint', 'where', 'internalQuery'] as const
+
+/**
+ * Masks the given secrets in an error's text fields (pg DatabaseError echoes query text and values),
+ * keeping its class and other fields; hyperconn's own errors are redacted already.
+ */
+export function redactInPlace(error: unknown, redactions: readonly string[]): unknown {
+  if (!(error instanceof Error) || error instanceof HyperconnError) return error
+  const fields = error as unknown as Record<string, unknown>
+  let leaked = false
+  for (const field of REDACTED_FIELDS) {
+    const value = fields[field]
+    if (typeof value !== 'string') continue
+    const clean = redactText(value, redactions)
+    if (clean !== value) {
+      leaked = true
+      fields[field] = clean
+    }
+  }
+  if (leaked && typeof error.stack === 'string') error.stack = redactText(error.stack, redactions)
+  return error
 }

@@ -86,6 +86,8 @@ export class PinnedConnection {
     this.#open = false
     const giveBack = await this.queue.hold()
     giveBack()
+    // Whatever the scope left in the session (SET, advisory locks, temporary tables) is reset by the next checkout.
+    this.#lease.forgetCarried()
     this.#lease.release(this.#broken)
   }
 }
@@ -142,8 +144,13 @@ class BorrowedLease implements PoolLease {
   release(destroy?: Error | boolean): void {
     if (this.#released) return
     this.#released = true
-    if (destroy instanceof Error) this.#broke(destroy)
-    else if (destroy === true) this.#broke(new TransactionClosedError('the pinned connection broke inside a transaction'))
+    // A COMMIT that failed as a statement (a serialization failure, a deferred constraint) ended the
+    // transaction cleanly: the pinned connection goes on. Only one still inside a transaction, or dead, is broken.
+    const client = this.#lease.client as unknown as { _txStatus?: string | null; _ending?: boolean; _connected?: boolean }
+    const unusable = (client._txStatus ?? 'I') !== 'I' || client._ending === true || client._connected === false
+    if (destroy !== undefined && destroy !== false && unusable) {
+      this.#broke(destroy instanceof Error ? destroy : new TransactionClosedError('the pinned connection broke inside a transaction'))
+    }
     this.#giveBack()
   }
 }
