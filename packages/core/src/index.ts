@@ -1,4 +1,6 @@
 export { createRegistry, Registry } from './registry/tenant-registry.js'
+export { withRegistryScope } from './registry/scoped-handler.js'
+export type { ScopeRunner } from './registry/scoped-handler.js'
 export type {
   CloseOptions,
   PhysicalPoolStats,

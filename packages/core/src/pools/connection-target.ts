@@ -3,6 +3,7 @@ import { inspect } from 'node:util'
 import type { ClientConfig } from 'pg'
 import { parse as parseConnectionString } from 'pg-connection-string'
 import { SecretFormatError } from '../hyperconn-error.js'
+import type { ConnectionAuth, ConnectionEndpoint } from '../secrets/rds-iam-auth.js'
 import { settingNameProblem } from './tenant-settings.js'
 
 // Identities are HMACs with a per-process key: a Map key that never holds a password or a TLS key.
@@ -31,14 +32,24 @@ export class ConnectionTarget {
   /** Reached through a transaction pooler (PgBouncer, RDS Proxy): no startup parameters, no session state. */
   readonly pooler: boolean
   readonly #password: string
+  readonly #auth: { readonly auth: ConnectionAuth; readonly endpoint: ConnectionEndpoint } | undefined
 
-  private constructor(identity: string, server: string, label: string, clientConfig: ClientConfig, password: string, pooler: boolean) {
+  private constructor(
+    identity: string,
+    server: string,
+    label: string,
+    clientConfig: ClientConfig,
+    password: string,
+    pooler: boolean,
+    auth: { readonly auth: ConnectionAuth; readonly endpoint: ConnectionEndpoint } | undefined,
+  ) {
     this.identity = identity
     this.server = server
     this.label = label
     this.clientConfig = Object.freeze(clientConfig)
     this.pooler = pooler
     this.#password = password
+    this.#auth = auth
     Object.freeze(this)
   }
 
@@ -55,6 +66,7 @@ export class ConnectionTarget {
     secretName: string,
     secretKey: string,
     pooler = false,
+    auth?: ConnectionAuth,
   ): { target: ConnectionTarget; settings: Map<string, string> } {
     const parsed = parseConnectionString(connectionString) as Record<string, unknown>
     const settings = new Map<string, string>()
@@ -84,6 +96,8 @@ export class ConnectionTarget {
       for (const name of [...STARTUP_SETTINGS, 'application_name', 'fallback_application_name', 'options']) delete config[name]
       shape.push(['(pooler)', 'transaction'])
     }
+    // Another way to authenticate is another physical connection, even to the same URL.
+    if (auth !== undefined) shape.push(['(auth)', authIdentity(auth)])
     const host = typeof parsed.host === 'string' && parsed.host !== '' ? parsed.host : 'localhost'
     const port = typeof config.port === 'number' && Number.isFinite(config.port) ? config.port : 5432
     const password = typeof parsed.password === 'string' ? parsed.password : ''
@@ -93,12 +107,14 @@ export class ConnectionTarget {
       .digest('base64url')
     const text = (value: unknown): string => (typeof value === 'string' ? value : '')
     const label = `${host}:${port}/${text(parsed.database)}@${text(parsed.user)}`
-    return { target: new ConnectionTarget(identity, `${host}:${port}`, label, config, password, pooler), settings }
+    const endpoint = { host, port, user: text(parsed.user) }
+    const authenticated = auth === undefined ? undefined : { auth, endpoint }
+    return { target: new ConnectionTarget(identity, `${host}:${port}`, label, config, password, pooler, authenticated), settings }
   }
 
-  /** For pg's per-connection password callback. */
-  password(): string {
-    return this.#password
+  /** For pg's per-connection password callback: the URL's, or a fresh one from the service's `auth`. */
+  password(): string | Promise<string> {
+    return this.#auth === undefined ? this.#password : this.#auth.auth.password(this.#auth.endpoint)
   }
 
   /** Strings that must never reach output: the password (raw and as pg may encode it). */
@@ -113,6 +129,16 @@ export class ConnectionTarget {
   [inspect.custom](): string {
     return `ConnectionTarget ${this.label}`
   }
+}
+
+const authIds = new WeakMap<object, number>()
+let nextAuthId = 1
+
+/** One id per auth object, so two services with different auth never share connections. */
+function authIdentity(auth: ConnectionAuth): string {
+  let id = authIds.get(auth)
+  if (id === undefined) authIds.set(auth, (id = nextAuthId++))
+  return `${auth.kind}#${id}`
 }
 
 // PgBouncer's default port, RDS Proxy endpoints, Supabase's Supavisor, hosts named after PgBouncer.

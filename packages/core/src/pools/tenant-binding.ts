@@ -35,7 +35,7 @@ export function bindTenant(
   intern: (target: ConnectionTarget) => ConnectionTarget = (target) => target,
 ): TenantBinding {
   const connectionString = bundle.connectionString(secretKey)
-  const parsed = ConnectionTarget.parse(connectionString, clientBase, bundle.name, secretKey, service.pooler)
+  const parsed = ConnectionTarget.parse(connectionString, clientBase, bundle.name, secretKey, service.pooler, service.auth)
   const settings = parsed.settings
   // Thousands of tenants usually share a handful of targets: keep one object per target.
   const target = intern(parsed.target)

@@ -8,6 +8,7 @@ import type { SecretSource } from '../secrets/secret-source.js'
 import { settingNameProblem } from '../pools/tenant-settings.js'
 import type { PoolSizing } from '../pools/target-pool.js'
 import type { LeakDetectionOptions, LifecycleHooks } from '../pools/lease-hooks.js'
+import type { ConnectionAuth } from '../secrets/rds-iam-auth.js'
 import { TENANT_ID_PATTERN } from '../tenant-validation.js'
 
 /** pg pool options; where to connect always comes from the tenant's secret, never from here. */
@@ -90,6 +91,11 @@ export interface ServiceOptions {
    * prepared statements are sent unnamed; session features (`tenant.connection`) are refused.
    */
   pooler?: 'transaction'
+  /**
+   * How new connections get their password instead of the URL's: `rdsIamAuth({ region })` makes an RDS
+   * IAM token per connection (the secret's URL then needs no password).
+   */
+  auth?: ConnectionAuth
 }
 
 /** The connection budget per server and the fair queue (`createRegistry({ connections })`). */
@@ -121,6 +127,7 @@ export interface ResolvedService {
   readonly hooks: LifecycleHooks | undefined
   /** Behind a transaction pooler. */
   readonly pooler: boolean
+  readonly auth: ConnectionAuth | undefined
 }
 
 /**
@@ -205,7 +212,7 @@ const UNSUPPORTED_POOL_KEYS: Readonly<Record<string, string>> = {
   options: 'startup options are per tenant: put -c settings in the tenant URL or in services.<name>.tenantSettings',
 }
 const POOL_SIZING_KEYS = ['max', 'idleTimeoutMillis', 'maxLifetimeSeconds', 'maxUses', 'validateAfterIdleMs']
-const SERVICE_KEYS = new Set(['isolation', 'tenantSettings', 'hooks', 'pooler'])
+const SERVICE_KEYS = new Set(['isolation', 'tenantSettings', 'hooks', 'pooler', 'auth'])
 const HOOK_KEYS = ['onClaim', 'onRelease']
 
 function fail(message: string): never {
@@ -347,6 +354,13 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
   })
 }
 
+function resolveAuth(service: string, auth: unknown): ConnectionAuth | undefined {
+  if (auth === undefined) return undefined
+  if (!isObject(auth) || typeof auth.password !== 'function' || typeof auth.kind !== 'string')
+    fail(`services.${service}.auth must be a connection auth such as rdsIamAuth({ region }) (an object with kind and password(endpoint))`)
+  return auth as unknown as ConnectionAuth
+}
+
 function resolvePooler(service: string, pooler: unknown): boolean {
   if (pooler === undefined) return false
   if (pooler !== 'transaction')
@@ -391,6 +405,7 @@ function resolveServices(input: unknown, registryHooks: LifecycleHooks | undefin
         tenantSettings: tenantSettings as ResolvedService['tenantSettings'],
         hooks: value.hooks === undefined ? registryHooks : resolveHooks(`services.${name}.hooks`, value.hooks),
         pooler: resolvePooler(name, value.pooler),
+        auth: resolveAuth(name, value.auth),
       }),
     )
   }
