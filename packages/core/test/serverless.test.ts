@@ -119,3 +119,24 @@ describe('services.x.auth: rdsIamAuth', () => {
     ).toThrow(/services.core.auth/)
   })
 })
+
+describe('services.x.pooler', () => {
+  it("accepts only 'transaction', and warns once per pool when an address looks like a pooler without it", async () => {
+    expect(() => createRegistry({ project: 'x', services: { core: { pooler: 'session' as never } }, secrets: staticSecrets({}) })).toThrow(/pooler must be 'transaction'/)
+    const warnings: string[] = []
+    const logger = { debug: () => {}, info: () => {}, error: () => {}, warn: (_: unknown, message: string) => void warnings.push(message) }
+    const url = new URL(db.url)
+    url.port = '6432' // PgBouncer's port: nothing listens there, the warning comes when the pool is created
+    const registry = createRegistry({
+      project: 'pw',
+      services: ['core'],
+      secrets: staticSecrets({ 'pw-a': { 'core-postgresql': url.toString() } }),
+      connections: { max: 2, acquireTimeoutMs: 100 },
+      pool: { connectionTimeoutMillis: 200 },
+      logger,
+    })
+    await using _ = registry
+    await registry.tenant('a').query('SELECT 1').catch(() => undefined)
+    await expect.poll(() => warnings.filter((w) => /looks like a transaction pooler/.test(w)).length).toBe(1)
+  })
+})
