@@ -85,7 +85,8 @@ describe('services.x.auth: rdsIamAuth', () => {
       signer: async (params) => {
         calls.push({ host: params.hostname, port: params.port, user: params.username, region: params.region })
         const { Signer } = await import('@aws-sdk/rds-signer')
-        return new Signer(params).getAuthToken()
+        const { credentials, ...rest } = params
+        return new Signer({ ...rest, ...(credentials === undefined ? {} : { credentials: credentials as never }) }).getAuthToken()
       },
     })
     const token = await auth.password(endpoint)
