@@ -2,6 +2,7 @@ import { InvalidOptionsError } from '../hyperconn-error.js'
 
 /** What `withRegistryScope` needs of a registry. */
 export interface ScopeRunner {
+  /** Runs `fn` as one unit of work (`registry.scope`): connections it still holds when it settles are destroyed and reported. */
   scope<T>(fn: () => Promise<T>): Promise<T>
 }
 
