@@ -80,3 +80,38 @@ async function timed(call: () => PromiseLike<unknown>, into: Times): Promise<voi
 function mean(values: readonly number[]): number {
   return values.reduce((sum, value) => sum + value, 0) / values.length
 }
+
+export interface InterleavedFigures {
+  /** Median wall time of one call, µs. */
+  readonly wallUs: number
+  /** Mean CPU time of this process per call, µs. */
+  readonly cpuUs: number
+}
+
+/**
+ * `interleave` for more than two contenders: each group calls every contender once, one at a time, the
+ * order rotated by one every group (so no contender always follows the same one). Per round and
+ * contender: median wall and mean CPU per call.
+ */
+export async function interleaveEach<K extends string>(
+  contenders: Readonly<Record<K, () => PromiseLike<unknown>>>,
+  options: InterleaveOptions,
+): Promise<Record<K, InterleavedFigures[]>> {
+  const names = Object.keys(contenders) as K[]
+  const fresh = () => Object.fromEntries(names.map((name) => [name, { wall: [], cpu: [] }])) as unknown as Record<K, Times>
+  const group = async (g: number, times: Record<K, Times>): Promise<void> => {
+    for (let j = 0; j < names.length; j++) {
+      const name = names[(g + j) % names.length] as K
+      await timed(contenders[name], times[name])
+    }
+  }
+  const scratch = fresh()
+  for (let g = 0; g < options.warmupPairs; g++) await group(g, scratch)
+  const result = Object.fromEntries(names.map((name) => [name, [] as InterleavedFigures[]])) as Record<K, InterleavedFigures[]>
+  for (let round = 0; round < options.rounds; round++) {
+    const times = fresh()
+    for (let g = 0; g < options.pairs; g++) await group(g, times)
+    for (const name of names) result[name].push({ wallUs: median(times[name].wall), cpuUs: mean(times[name].cpu) })
+  }
+  return result
+}

@@ -1,5 +1,5 @@
 import { awsSecretsManager, createRegistry } from '@hyperconn/core'
-import type { EvictionOptions, Registry, SecretSource, TenantPoolOptions } from '@hyperconn/core'
+import type { Clock, EvictionOptions, LeakDetectionOptions, LifecycleHooks, Registry, SecretSource, TenantPoolOptions } from '@hyperconn/core'
 import { FAKE_CREDENTIALS, PROJECT, REGION, SERVICE } from './bench-env.js'
 import type { BenchEnv } from './bench-env.js'
 
@@ -12,6 +12,12 @@ export interface OurRegistryOptions {
   readonly poolMax: number
   readonly eviction?: EvictionOptions
   readonly secretCacheMaxEntries?: number
+  readonly secretCacheTtlMs?: number
+  /** Added to `poolOptions(poolMax)` (scenario 8: validateAfterIdleMs, maxLifetimeSeconds). */
+  readonly pool?: Pick<TenantPoolOptions, 'validateAfterIdleMs' | 'maxLifetimeSeconds'>
+  readonly leakDetection?: LeakDetectionOptions
+  readonly hooks?: LifecycleHooks
+  readonly clock?: Clock
 }
 
 /** AWS Secrets Manager at the local endpoint, configured as a user would (explicit endpoint and keys). */
@@ -21,12 +27,19 @@ export function localAwsSecrets(env: Pick<BenchEnv, 'secretsManager'>): SecretSo
 
 /** @hyperconn/core with its defaults (secret TTL 5 min, eviction) except where a scenario sets them. */
 export function createOurRegistry(secrets: SecretSource, options: OurRegistryOptions): Registry {
+  const secretCache = {
+    ...(options.secretCacheMaxEntries === undefined ? {} : { maxEntries: options.secretCacheMaxEntries }),
+    ...(options.secretCacheTtlMs === undefined ? {} : { ttlMs: options.secretCacheTtlMs }),
+  }
   return createRegistry({
     project: PROJECT,
     services: [SERVICE],
     secrets,
-    pool: poolOptions(options.poolMax),
+    pool: { ...poolOptions(options.poolMax), ...options.pool },
     ...(options.eviction === undefined ? {} : { eviction: options.eviction }),
-    ...(options.secretCacheMaxEntries === undefined ? {} : { secretCache: { maxEntries: options.secretCacheMaxEntries } }),
+    ...(Object.keys(secretCache).length === 0 ? {} : { secretCache }),
+    ...(options.leakDetection === undefined ? {} : { leakDetection: options.leakDetection }),
+    ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
   })
 }

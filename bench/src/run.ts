@@ -11,12 +11,13 @@ import { adapterOverhead } from './scenario-adapter-overhead.js'
 import { churn } from './scenario-churn.js'
 import { coldStart } from './scenario-cold-start.js'
 import { hotPath } from './scenario-hot-path.js'
+import { lifecycle } from './scenario-lifecycle.js'
 import { memory } from './scenario-memory.js'
 import { scale, scaleChartSvg } from './scenario-scale.js'
 import { sharedTransaction } from './scenario-shared-transaction.js'
 import type { Scenario, ScenarioResult } from './scenario-types.js'
 
-const SCENARIOS: readonly Scenario[] = [hotPath, adapterOverhead, sharedTransaction, coldStart, churn, memory, scale]
+const SCENARIOS: readonly Scenario[] = [hotPath, adapterOverhead, sharedTransaction, coldStart, churn, memory, scale, lifecycle]
 
 const ROUNDS_NOTE =
   'Each ratio is ours/baseline per round; contenders alternate (ABAB…) within one run, so both see the same machine state. ' +

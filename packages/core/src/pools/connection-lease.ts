@@ -1,7 +1,7 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import { ConnectionError, ConnectionLeakError, HyperconnError, LifecycleHookError, RegistryClosedError, TransactionClosedError, UnsupportedError } from '../hyperconn-error.js'
 import type { LeakReason } from '../hyperconn-error.js'
-import { sqlStateOf } from '../pg-error.js'
+import { isStatementError, sqlStateOf } from '../pg-error.js'
 import { redactInPlace, redactText } from '../secrets/secret-redaction.js'
 import type { PoolLease } from '../tenant-types.js'
 import type { HookConnection, LifecycleHooks } from './lease-hooks.js'
@@ -448,10 +448,6 @@ function unnamed(config: string | QueryConfig): string | QueryConfig {
 const RESET_SESSION =
   'SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES'
 
-/** An error PostgreSQL reported for the statement alone (severity ERROR); the session goes on. */
-function isStatementError(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { severity?: unknown }).severity === 'ERROR'
-}
 
 /** A SET/RESET/DISCARD a caller ran changes what the connection carries in ways we cannot see. */
 function observe(conn: PooledConnection, result: QueryResult | QueryResult[]): void {

@@ -1,5 +1,6 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import { TransactionClosedError } from '../hyperconn-error.js'
+import { isStatementError } from '../pg-error.js'
 import type { PoolLease, TenantKey } from '../tenant-types.js'
 import { QueryQueue } from './query-queue.js'
 
@@ -145,10 +146,9 @@ class BorrowedLease implements PoolLease {
     if (this.#released) return
     this.#released = true
     // A COMMIT that failed as a statement (a serialization failure, a deferred constraint) ended the
-    // transaction cleanly: the pinned connection goes on. Only one still inside a transaction, or dead, is broken.
-    const client = this.#lease.client as unknown as { _txStatus?: string | null; _ending?: boolean; _connected?: boolean }
-    const unusable = (client._txStatus ?? 'I') !== 'I' || client._ending === true || client._connected === false
-    if (destroy !== undefined && destroy !== false && unusable) {
+    // transaction: the pinned connection goes on. Only a connection-level failure breaks it. (pg's
+    // transaction status may lag here: the error is delivered before its ReadyForQuery is read.)
+    if (destroy === true || (destroy instanceof Error && !isStatementError(destroy))) {
       this.#broke(destroy instanceof Error ? destroy : new TransactionClosedError('the pinned connection broke inside a transaction'))
     }
     this.#giveBack()
