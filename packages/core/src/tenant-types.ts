@@ -41,6 +41,8 @@ export interface TenantPoolAccess {
   assertOpen(): void
   /** Throws `UnsupportedError` when the tenant's service cannot keep session state (behind a transaction pooler). */
   assertSessions(key: TenantKey): void
+  /** With telemetry: runs a transaction that begins inside a `hyperconn.transaction` span. */
+  readonly traceTransaction?: <T>(key: TenantKey, options: TransactionOptions, propagation: Propagation, run: () => Promise<T>) => Promise<T>
 }
 
 /** `'read uncommitted'` is accepted and runs as `'read committed'`, as PostgreSQL does. */

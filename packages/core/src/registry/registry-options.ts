@@ -9,6 +9,7 @@ import { settingNameProblem } from '../pools/tenant-settings.js'
 import type { PoolSizing } from '../pools/target-pool.js'
 import type { LeakDetectionOptions, LifecycleHooks } from '../pools/lease-hooks.js'
 import type { ConnectionAuth } from '../secrets/rds-iam-auth.js'
+import type { TelemetryOptions } from '../telemetry/telemetry-options.js'
 import { TENANT_ID_PATTERN } from '../tenant-validation.js'
 
 /** pg pool options; where to connect always comes from the tenant's secret, never from here. */
@@ -164,6 +165,11 @@ export interface RegistryOptions<TService extends string = string> {
   hooks?: LifecycleHooks
   /** Report (and optionally destroy) checkouts held longer than `thresholdMs`. Off unless given. */
   leakDetection?: LeakDetectionOptions
+  /**
+   * OpenTelemetry metrics and spans (`true`, or options); needs `@opentelemetry/api` and an SDK registered
+   * by the application. Off unless given.
+   */
+  telemetry?: boolean | TelemetryOptions
   /** Anything with debug/info/warn/error (pino, console). Silent by default; never one line per query. */
   logger?: Logger
   /** Injectable time source for tests. */
@@ -182,6 +188,7 @@ export interface ResolvedOptions {
   readonly sizing: PoolSizing
   readonly validateAfterIdleMs: number
   readonly leakDetection: { readonly thresholdMs: number; readonly destroy: boolean } | undefined
+  readonly telemetry: Readonly<TelemetryOptions> | undefined
   readonly connections: Readonly<Required<ConnectionOptions>>
   readonly eviction: Readonly<Required<EvictionOptions>>
   readonly secretCache: Readonly<Required<SecretCacheOptions>>
@@ -198,7 +205,7 @@ const CLIENT_DEFAULTS: ClientConfig = Object.freeze({
 
 const KNOWN_KEYS = new Set([
   'project', 'services', 'secrets', 'secretName', 'secretKey', 'pool', 'connections', 'eviction', 'secretCache', 'hooks',
-  'leakDetection', 'logger', 'clock',
+  'leakDetection', 'telemetry', 'logger', 'clock',
 ])
 const FORBIDDEN_POOL_KEYS = ['connectionString', 'host', 'port', 'user', 'password', 'database', 'Client']
 // pg.Pool options the shared pools do not implement, each with what to use instead.
@@ -297,6 +304,8 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
     leakDetection = Object.freeze({ thresholdMs: number('leakDetection', leak, 'thresholdMs', 0, 1), destroy: leak.destroy === true })
   }
 
+  const telemetry = resolveTelemetry(options.telemetry)
+
   const connections = section(options, 'connections')
   for (const key of Object.keys(connections)) {
     if (!['max', 'instances', 'perTenant', 'acquireTimeoutMs'].includes(key)) fail(`unknown option connections.${key}`)
@@ -346,12 +355,28 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
     sizing,
     validateAfterIdleMs,
     leakDetection,
+    telemetry,
     connections: Object.freeze(resolvedConnections),
     eviction: Object.freeze(resolvedEviction),
     secretCache: Object.freeze(resolvedSecretCache),
     logger: (logger as Logger | undefined) ?? silentLogger,
     clock: (options.clock as Clock | undefined) ?? systemClock,
   })
+}
+
+function resolveTelemetry(input: unknown): Readonly<TelemetryOptions> | undefined {
+  if (input === undefined || input === false) return undefined
+  if (input === true) return Object.freeze({})
+  if (!isObject(input)) fail('telemetry must be true, false or an object { tenantAttribute?, meterProvider?, tracerProvider? }')
+  for (const key of Object.keys(input)) {
+    if (!['tenantAttribute', 'meterProvider', 'tracerProvider'].includes(key)) fail(`unknown option telemetry.${key}`)
+  }
+  if (input.tenantAttribute !== undefined && typeof input.tenantAttribute !== 'boolean') fail('telemetry.tenantAttribute must be true or false')
+  if (input.meterProvider !== undefined && (!isObject(input.meterProvider) || typeof input.meterProvider.getMeter !== 'function'))
+    fail('telemetry.meterProvider must be an OpenTelemetry MeterProvider (with getMeter)')
+  if (input.tracerProvider !== undefined && (!isObject(input.tracerProvider) || typeof input.tracerProvider.getTracer !== 'function'))
+    fail('telemetry.tracerProvider must be an OpenTelemetry TracerProvider (with getTracer)')
+  return Object.freeze({ ...input })
 }
 
 function resolveAuth(service: string, auth: unknown): ConnectionAuth | undefined {
