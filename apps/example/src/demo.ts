@@ -208,7 +208,7 @@ async function scenario(): Promise<void> {
     // finish() stops PostgreSQL after the HTTP server and the registry: testkit must not kill it on the signal.
     env = await startShopEnvironment(config, { onStep: say, signal: interruption.signal, handleSignals: false })
     cleanup.defer('environment', () => env?.close())
-    const app = createShopApp({ registry: env.registry })
+    const app = createShopApp({ registry: env.registry, telemetry: env.telemetry })
     cleanup.defer('HTTP server', () => app.close())
     baseUrl = await app.http.listen({ host: '127.0.0.1', port: 0 })
   })()
@@ -348,6 +348,45 @@ async function scenario(): Promise<void> {
     stats.pools.count === config.tenants.length + sharedPoolCount,
     `one pool per shop tenant (${config.tenants.length})${sharedPoolCount === 0 ? '' : ` + one per shared service (${sharedPoolCount})`}`,
   )
+
+  await observability(client)
+}
+
+/** How many `/metrics` lines of one kind the demo prints before summing up the rest. */
+const METRIC_LINES_SHOWN = 10
+
+/** Probes and the Prometheus endpoint, as a scraper and an orchestrator see them after the traffic above. */
+async function observability(client: ShopClient): Promise<void> {
+  section('Observability: GET /healthz, /readyz and /metrics (OpenTelemetry → Prometheus)')
+  const [live, ready] = await Promise.all([client.healthz(), client.readyz()])
+  check(live.status === 200 && live.body.ok, `GET /healthz → ${live.status} (liveness: the process answers)`)
+  const servers = ready.body.servers ?? []
+  check(
+    ready.status === 200 && ready.body.ok && servers.length > 0 && servers.every((s) => s.reachable === true),
+    `GET /readyz → ${ready.status} (registry.health()): ${servers.map((s) => `${s.server} reachable ${s.reachable}, ${s.budget.inUse}/${s.budget.open} in use, ${s.waiting} waiting`).join('; ')}`,
+  )
+
+  const pools = (await client.stats()).body.pools.list.map((pool) => pool.name)
+  const metrics = await client.metrics()
+  const lines = metrics.body.split('\n')
+  const series = (name: string): string[] => lines.filter((line) => line.startsWith(`${name}{`))
+  const counts = series('db_client_connection_count')
+  // Each physical pool reports its idle and its used connections, labelled with its name (no secret in it).
+  const labelled = (pool: string, state: string): boolean =>
+    counts.some((line) => line.includes(`db_client_connection_pool_name="${pool}"`) && line.includes(`db_client_connection_state="${state}"`))
+  check(
+    metrics.status === 200 && pools.length > 0 && pools.every((pool) => labelled(pool, 'idle') && labelled(pool, 'used')),
+    `GET /metrics → ${metrics.status}: db_client_connection_count{state="idle"|"used"} for each of the ${pools.length} physical pools`,
+  )
+  // The scope label is the same on every line: left out here to keep the lines readable.
+  const show = (line: string): string => line.replace(/,?otel_scope_name="[^"]*"/, '')
+  for (const line of counts.slice(0, METRIC_LINES_SHOWN)) say(`  ${show(line)}`)
+  if (counts.length > METRIC_LINES_SHOWN) say(`  … ${counts.length - METRIC_LINES_SHOWN} more db_client_connection_count lines`)
+  for (const line of series('hyperconn_secret_fetches_total')) say(`  ${show(line)}`)
+  const waits = series('db_client_connection_wait_time_count').length
+  say(`  and per pool: max, pending_requests, wait_time and use_time histograms (${waits} pool × service series);`)
+  say(`  timeouts, evictions and leaks counters appear with their first occurrence (grafana/hyperconn-dashboard.json)`)
+  check(!metrics.body.includes('postgresql://') && !metrics.body.includes('password'), 'no connection string and no password in /metrics')
 }
 
 let finishing: Promise<never> | undefined

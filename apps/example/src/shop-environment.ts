@@ -9,11 +9,15 @@ import { provisionLocalTenants } from './local-tenants.js'
 import type { LocalTenantDatabase } from './local-tenants.js'
 import type { ShopConfig } from './shop-config.js'
 import { createShopRegistry, PRICING_SERVICE, REVIEWS_SERVICE } from './shop-registry.js'
+import { createShopTelemetry } from './shop-telemetry.js'
+import type { ShopTelemetry } from './shop-telemetry.js'
 import { prepareTenantDatabases } from './tenant-databases.js'
 
 export interface ShopEnvironment {
   readonly config: ShopConfig
   readonly registry: Registry
+  /** The registry's OpenTelemetry metrics, for `GET /metrics`. */
+  readonly telemetry: ShopTelemetry
   /**
    * Only in local mode: the fake Secrets Manager, the shop tenants' databases behind it, and the stores
    * database (undefined when the config names no store).
@@ -88,9 +92,12 @@ export async function startShopEnvironment(
       const failures = await databases.run()
       if (failures.length > 0) throw new AggregateError(failures, failures.map((f) => f.message).join('; '))
     })
+    const telemetry = createShopTelemetry()
+    cleanup.defer('metrics', () => telemetry.shutdown()) // after the registry: it stops reporting first
     const registry = createShopRegistry({
       project: config.project,
       secrets,
+      meterProvider: telemetry.meterProvider,
       ...(options.logger === undefined ? {} : { logger: options.logger }),
     })
     cleanup.defer('registry', () => registry.close({ timeoutMs: 5_000 }))
@@ -138,6 +145,7 @@ export async function startShopEnvironment(
     return {
       config,
       registry,
+      telemetry,
       local,
       close: async () => {
         const failures = await cleanup.run()

@@ -47,7 +47,7 @@ export async function startShopFixture(
   const pools = new Map<string, pg.Pool>()
   for (const database of local.databases) pools.set(database.orgId, new pg.Pool({ connectionString: database.adminUrl, max: 2 }))
   const storesPool = local.shared === undefined ? undefined : new pg.Pool({ connectionString: local.shared.adminUrl, max: 2 })
-  const app = createShopApp({ registry: env.registry })
+  const app = createShopApp({ registry: env.registry, telemetry: env.telemetry })
   const handlerErrors: unknown[] = []
   app.http.addHook('onError', async (_request, _reply, error) => {
     handlerErrors.push(error)
