@@ -165,6 +165,8 @@ describe('connection metrics per physical pool', () => {
       await registry.tenant('a').acquire()
       await registry.tenant('d').acquire()
     })
+    const before = await collect(reader) // both pools reported
+    expect(new Set(points(before, 'db.client.connection.count').map((p) => p.attributes['db.client.connection.pool.name'])).size).toBe(2)
     await registry.evict('core', 'd')
     await registry.evict('core', 'e')
     const metrics = await collect(reader)
@@ -173,6 +175,12 @@ describe('connection metrics per physical pool', () => {
     expect(leaks).toHaveLength(2)
     expect(sum('hyperconn.pool.evictions')).toBe(evictions.length)
     expect(sum('hyperconn.secret.fetches')).toBe(2)
+    // The ended pool's gauges drop to 0 (the SDK would otherwise keep exporting their last values).
+    const ended = registry.stats().pools.list.map((p) => p.name)
+    const later = await collect(reader)
+    const stale = points(later, 'db.client.connection.count').filter((p) => !ended.includes(p.attributes['db.client.connection.pool.name'] as string))
+    expect(stale.length).toBeGreaterThan(0)
+    expect(stale.every((p) => p.value === 0)).toBe(true)
   })
 })
 

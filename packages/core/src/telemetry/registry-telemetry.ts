@@ -94,18 +94,26 @@ export class RegistryTelemetry {
     this.#evictions = meter.createCounter('hyperconn.pool.evictions', { unit: '{pool}', description: 'Physical pools ended, by reason.' })
     this.#leaks = meter.createCounter('hyperconn.connection.leaks', { unit: '{connection}', description: 'Checkouts reported as leaks, by reason.' })
     this.#observables = [count, max, pending]
+    // The SDK keeps exporting a series' last value once a callback stops observing it
+    // (open-telemetry/opentelemetry-js#4096): an ended pool is reported at 0 once, then left out.
+    let reported = new Set<string>()
     this.#collect = (result) => {
       const waiting = sources.pending()
-      const seen = new Set<string>()
+      const live = new Set<string>()
+      const observe = (name: string, idle: number, used: number, most: number): void => {
+        result.observe(count, idle, { [POOL]: name, [STATE]: 'idle' })
+        result.observe(count, used, { [POOL]: name, [STATE]: 'used' })
+        result.observe(max, most, { [POOL]: name })
+        result.observe(pending, waiting.get(name) ?? 0, { [POOL]: name })
+      }
       for (const pool of sources.pools()) {
-        seen.add(pool.name)
-        result.observe(count, pool.idle, { [POOL]: pool.name, [STATE]: 'idle' })
-        result.observe(count, pool.used, { [POOL]: pool.name, [STATE]: 'used' })
-        result.observe(max, pool.max, { [POOL]: pool.name })
-        result.observe(pending, waiting.get(pool.name) ?? 0, { [POOL]: pool.name })
+        live.add(pool.name)
+        observe(pool.name, pool.idle, pool.used, pool.max)
       }
       // Callers waiting for a pool that does not exist yet (held back by maxPools).
-      for (const [name, n] of waiting) if (!seen.has(name)) result.observe(pending, n, { [POOL]: name })
+      for (const [name, n] of waiting) if (!live.has(name)) result.observe(pending, n, { [POOL]: name })
+      for (const name of reported) if (!live.has(name)) observe(name, 0, 0, 0)
+      reported = live
     }
     meter.addBatchObservableCallback(this.#collect, this.#observables)
   }
