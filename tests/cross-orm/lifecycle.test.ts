@@ -129,7 +129,7 @@ describe('session hygiene', () => {
     )
     expect(next.rows[0]).toEqual({ pid, in_tx: false })
     expect(await org.labels()).toEqual([])
-    const idleInTx = await org.admin.query("SELECT 1 FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'")
+    const idleInTx = await org.admin.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'")
     expect(idleInTx.rowCount).toBe(0)
   })
 })
