@@ -265,7 +265,9 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   /** A connection for this tenant, checked out through every rule above. */
   acquire(key: TenantKey): Promise<PoolLease> {
     const telemetry = this.#policy.telemetry
-    return telemetry === undefined ? this.#acquire(key, undefined) : telemetry.acquire(key, (note) => this.#acquire(key, note))
+    if (telemetry === undefined) return this.#acquire(key, undefined)
+    const note: AcquireNote = { poolName: undefined, waitedMs: 0, queued: false }
+    return telemetry.traced() ? telemetry.acquireSpan(key, note, () => this.#acquire(key, note)) : this.#acquire(key, note)
   }
 
   async #acquire(key: TenantKey, note: AcquireNote | undefined): Promise<PoolLease> {
@@ -311,6 +313,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       if (note !== undefined) {
         note.poolName = conn.pool.name
         note.waitedMs = this.#clock.now() - started
+        this.#policy.telemetry?.waited(note.poolName, key, note.waitedMs)
       }
       this.#track(lease)
       return lease

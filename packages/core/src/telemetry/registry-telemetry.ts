@@ -53,8 +53,8 @@ export class RegistryTelemetry {
   readonly #leaks: Counter
   readonly #observables: Observable[]
   readonly #collect: BatchObservableCallback
-  /** Attributes per (pool, service), built once: recording must not allocate per checkout. */
-  readonly #attributes = new Map<string, Attributes>()
+  /** Attributes per pool and service, built once: recording must not allocate per checkout. */
+  readonly #attributes = new Map<string, Map<string, Attributes>>()
 
   constructor(api: OtelApi, options: TelemetryOptions, sources: TelemetrySources) {
     this.#api = api
@@ -123,23 +123,20 @@ export class RegistryTelemetry {
     this.#meter.removeBatchObservableCallback(this.#collect, this.#observables)
   }
 
-  /**
-   * Runs an acquire; records its wait time, and under an active span (a traced request) wraps it in a
-   * `hyperconn.connection.acquire` span. Without a parent span there is no span: a span per checkout of
-   * untraced background work would cost more than the checkout.
-   */
-  async acquire<T>(key: TenantKey, run: (note: AcquireNote) => Promise<T>): Promise<T> {
-    const note: AcquireNote = { poolName: undefined, waitedMs: 0, queued: false }
+  /** Whether an acquire now runs under an active span (a traced request): then it gets a span of its own. */
+  traced(): boolean {
     const api = this.#api
-    if (api.trace.getSpan(api.context.active()) === undefined) {
-      const result = await run(note)
-      this.#recordWait(key, note)
-      return result
-    }
+    return api.trace.getSpan(api.context.active()) !== undefined
+  }
+
+  /**
+   * Wraps an acquire under an active span in `hyperconn.connection.acquire`. Only then: a span per checkout
+   * of untraced background work would cost more than the checkout.
+   */
+  acquireSpan<T>(key: TenantKey, note: AcquireNote, run: () => Promise<T>): Promise<T> {
     return this.#tracer.startActiveSpan('hyperconn.connection.acquire', { attributes: this.#tenant(key) }, async (span) => {
       try {
-        const result = await run(note)
-        this.#recordWait(key, note)
+        const result = await run()
         span.setAttributes({ [POOL]: note.poolName ?? '', 'hyperconn.wait_ms': note.waitedMs, 'hyperconn.queued': note.queued })
         return result
       } catch (error) {
@@ -149,6 +146,11 @@ export class RegistryTelemetry {
         span.end()
       }
     })
+  }
+
+  /** A checkout began after `waitedMs` (secret, queue, open). */
+  waited(poolName: string, key: TenantKey, waitedMs: number): void {
+    this.#waitTime.record(waitedMs / 1000, this.#attributesOf(poolName, key))
   }
 
   /** A checkout ended after `heldMs`. */
@@ -217,10 +219,6 @@ export class RegistryTelemetry {
     }
   }
 
-  #recordWait(key: TenantKey, note: AcquireNote): void {
-    if (note.poolName !== undefined) this.#waitTime.record(note.waitedMs / 1000, this.#attributesOf(note.poolName, key))
-  }
-
   /** Error type and status only: an error message may quote SQL or values. */
   #failed(span: { setStatus(status: { code: number }): unknown; setAttribute(key: string, value: string): unknown }, error: unknown): void {
     span.setStatus({ code: this.#api.SpanStatusCode.ERROR })
@@ -234,13 +232,14 @@ export class RegistryTelemetry {
 
   #attributesOf(poolName: string, key: TenantKey): Attributes {
     if (this.#tenantAttribute) return { [POOL]: poolName, [SERVICE]: key.service, [ORG]: key.orgId }
-    const id = `${poolName}\0${key.service}`
-    let attributes = this.#attributes.get(id)
-    if (attributes === undefined) {
+    let byService = this.#attributes.get(poolName)
+    if (byService === undefined) {
       // Bounded: pools come and go with eviction; a name that returns is rebuilt.
       if (this.#attributes.size >= 10_000) this.#attributes.clear()
-      this.#attributes.set(id, (attributes = Object.freeze({ [POOL]: poolName, [SERVICE]: key.service })))
+      this.#attributes.set(poolName, (byService = new Map()))
     }
+    let attributes = byService.get(key.service)
+    if (attributes === undefined) byService.set(key.service, (attributes = Object.freeze({ [POOL]: poolName, [SERVICE]: key.service })))
     return attributes
   }
 }
