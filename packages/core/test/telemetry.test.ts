@@ -252,6 +252,29 @@ describe('registry.health()', () => {
   })
 })
 
+describe('registry.health() reachability', () => {
+  it('a refused login is the tenant\'s problem (server reachable); a server that does not answer is not reachable', async () => {
+    const wrong = new URL(db1.urlFor(role.user, 'not-the-password'))
+    const dead = new URL(db1.urlFor(role.user, MARKER))
+    dead.port = '1' // nothing listens there
+    await using registry = createRegistry({
+      project: 'hr',
+      services: ['core'],
+      secrets: staticSecrets({ 'hr-a': { 'core-postgresql': wrong.toString() }, 'hr-b': { 'core-postgresql': dead.toString() } }),
+      pool: { connectionTimeoutMillis: 2_000 },
+    })
+    await registry.tenant('a').query('SELECT 1').catch(() => undefined)
+    await registry.tenant('b').query('SELECT 1').catch(() => undefined)
+    const report = await registry.health()
+    const byPort = new Map(report.servers.map((s) => [s.server.split(':').at(-1), s]))
+    expect(byPort.get(wrong.port)).toMatchObject({ reachable: true, lastError: { sqlState: '28P01' } })
+    expect(byPort.get('1')).toMatchObject({ reachable: false })
+    expect(report.ok).toBe(false)
+    expect(JSON.stringify(report)).not.toContain(MARKER)
+    expect(JSON.stringify(report)).not.toContain('not-the-password')
+  })
+})
+
 describe('without @opentelemetry/api', () => {
   it('telemetry explains what to install; the loader is only asked when telemetry is set', () => {
     const missing = (): never => {

@@ -83,6 +83,8 @@ interface Waiter {
   readonly reject: (error: Error) => void
   /** The limit that held it back last time it was offered a turn. */
   blockedBy: SaturatedLimit
+  /** With telemetry: the waiter's trace context, so a connection opened for it is traced in its request. */
+  readonly context: unknown
 }
 
 interface Server {
@@ -103,7 +105,7 @@ interface Server {
   roomWaiters: number
   /** Last time a connection to it opened, and the last failure to open one (redacted), for health(). */
   lastOpenedAt: number | undefined
-  lastFailure: { readonly message: string; readonly sqlState: string | undefined; readonly at: number } | undefined
+  lastFailure: { readonly message: string; readonly sqlState: string | undefined; readonly at: number; readonly network: boolean } | undefined
 }
 
 /** One server as `registry.health()` reports it. */
@@ -163,7 +165,12 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   #onAllReleased: (() => void) | undefined
   /** Offered a queued waiter by the fair queue: starts it, or records what holds it back. */
   readonly #serve = (waiter: Waiter): boolean => {
-    const started = this.#tryStart(waiter.usage, waiter.binding, waiter.server)
+    // Served by whoever released a connection: a connection opened for the waiter belongs to its own trace.
+    const telemetry = this.#policy.telemetry
+    const started =
+      telemetry === undefined
+        ? this.#tryStart(waiter.usage, waiter.binding, waiter.server)
+        : telemetry.within(waiter.context, () => this.#tryStart(waiter.usage, waiter.binding, waiter.server))
     if (typeof started === 'string') {
       this.#blockedBy(waiter, started)
       return false
@@ -253,7 +260,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   }
 
   #poolName(binding: TenantBinding): string {
-    return this.#pools.get(binding.target)?.name ?? binding.target.label
+    return this.#pools.get(binding.target)?.name ?? this.#pools.peekName(binding.target)
   }
 
   /** What one tenant holds and waits for now. */
@@ -484,7 +491,16 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     }
     if (note !== undefined) note.queued = true
     return new Promise<PooledConnection>((resolve, reject) => {
-      const waiter: Waiter = { usage, binding, server, since: this.#clock.now(), resolve, reject, blockedBy: 'connections.max' }
+      const waiter: Waiter = {
+        usage,
+        binding,
+        server,
+        since: this.#clock.now(),
+        resolve,
+        reject,
+        blockedBy: 'connections.max',
+        context: this.#policy.telemetry?.capture(),
+      }
       server.roomWaiters++
       usage.waiting++
       server.queue.push(usage, waiter)
@@ -607,7 +623,8 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       conn = await pool.open()
     } catch (error) {
       const message = redactText(error instanceof Error ? error.message : String(error), pool.target.redactions())
-      server.lastFailure = { message, sqlState: sqlStateOf(error), at: this.#clock.now() }
+      const sqlState = sqlStateOf(error)
+      server.lastFailure = { message, sqlState, at: this.#clock.now(), network: isNetworkFailure(sqlState) }
       this.#freed(usage, pool)
       throw error
     }
@@ -689,6 +706,14 @@ function first<T>(set: Set<T>): T | undefined {
 }
 
 const heldBy = (usage: TenantUsage): number => usage.held
+
+/**
+ * The server could not be reached or is going away (no SQLSTATE: a socket error or timeout; 08xxx; 57P0x
+ * shutdown, 53300 too many connections is not), as opposed to one tenant's login or database being wrong.
+ */
+function isNetworkFailure(sqlState: string | undefined): boolean {
+  return sqlState === undefined || !/^[0-9A-Z]{5}$/.test(sqlState) || sqlState.startsWith('08') || sqlState.startsWith('57P')
+}
 
 /** Deep enough to reach the caller's line through an ORM's own frames. */
 function captureOrigin(): Error {

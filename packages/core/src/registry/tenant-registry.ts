@@ -341,7 +341,9 @@ export class Registry<TService extends string = string> implements AsyncDisposab
   health(): Promise<HealthReport> {
     const servers = this.#leases.health().map((s): ServerHealth => {
       const failure = s.lastFailure
-      const reachable = failure === undefined ? (s.lastOpenedAt === undefined ? null : true) : (s.lastOpenedAt ?? -Infinity) > failure.at
+      // A refused login or a missing database is one tenant's problem: the server itself answered.
+      const down = failure !== undefined && failure.network && (s.lastOpenedAt ?? -Infinity) <= failure.at
+      const reachable = down ? false : s.lastOpenedAt === undefined && failure === undefined ? null : true
       return {
         server: s.server,
         reachable,
@@ -472,7 +474,8 @@ export class Registry<TService extends string = string> implements AsyncDisposab
   #poolGauges(): PoolGauge[] {
     const gauges: PoolGauge[] = []
     for (const pool of [...this.#pools.pools(), ...this.#pools.draining()]) {
-      gauges.push({ name: pool.name, idle: pool.idleCount, used: pool.size - pool.idleCount, max: pool.max })
+      // Opening connections are neither: they are not counted until they are checked out.
+      gauges.push({ name: pool.name, idle: pool.idleCount, used: pool.checkedOut, max: pool.max })
     }
     return gauges
   }

@@ -55,6 +55,7 @@ export class RegistryTelemetry {
   readonly #collect: BatchObservableCallback
   /** Attributes per pool and service, built once: recording must not allocate per checkout. */
   readonly #attributes = new Map<string, Map<string, Attributes>>()
+  #closed = false
 
   constructor(api: OtelApi, options: TelemetryOptions, sources: TelemetrySources) {
     this.#api = api
@@ -98,7 +99,8 @@ export class RegistryTelemetry {
     // (open-telemetry/opentelemetry-js#4096): an ended pool is reported at 0 once, then left out.
     let reported = new Set<string>()
     this.#collect = (result) => {
-      const waiting = sources.pending()
+      const closed = this.#closed
+      const waiting = closed ? new Map<string, number>() : sources.pending()
       const live = new Set<string>()
       const observe = (name: string, idle: number, used: number, most: number): void => {
         result.observe(count, idle, { [POOL]: name, [STATE]: 'idle' })
@@ -106,21 +108,45 @@ export class RegistryTelemetry {
         result.observe(max, most, { [POOL]: name })
         result.observe(pending, waiting.get(name) ?? 0, { [POOL]: name })
       }
-      for (const pool of sources.pools()) {
-        live.add(pool.name)
-        observe(pool.name, pool.idle, pool.used, pool.max)
+      if (!closed) {
+        for (const pool of sources.pools()) {
+          live.add(pool.name)
+          observe(pool.name, pool.idle, pool.used, pool.max)
+        }
       }
       // Callers waiting for a pool that does not exist yet (held back by maxPools).
-      for (const [name, n] of waiting) if (!live.has(name)) result.observe(pending, n, { [POOL]: name })
-      for (const name of reported) if (!live.has(name)) observe(name, 0, 0, 0)
-      reported = live
+      const waitingOnly = new Set<string>()
+      for (const [name, n] of waiting) {
+        if (live.has(name)) continue
+        waitingOnly.add(name)
+        result.observe(pending, n, { [POOL]: name })
+      }
+      for (const name of reported) {
+        if (live.has(name) || waitingOnly.has(name)) continue
+        observe(name, 0, 0, 0)
+      }
+      reported = new Set([...live, ...waitingOnly])
+      if (closed) queueMicrotask(() => this.#meter.removeBatchObservableCallback(this.#collect, this.#observables))
     }
     meter.addBatchObservableCallback(this.#collect, this.#observables)
   }
 
-  /** Stops reporting gauges (registry closed). */
+  /**
+   * Registry closed: the next collection reports every pool at 0 (the SDK would keep exporting the last
+   * values otherwise), then the callback is removed.
+   */
   close(): void {
-    this.#meter.removeBatchObservableCallback(this.#collect, this.#observables)
+    this.#closed = true
+  }
+
+  /** The active trace context (kept by a queued caller). */
+  capture(): unknown {
+    return this.#api.context.active()
+  }
+
+  /** Runs `fn` in a captured trace context. */
+  within<T>(context: unknown, fn: () => T): T {
+    return context === undefined ? fn() : this.#api.context.with(context as ReturnType<OtelApi['context']['active']>, fn)
   }
 
   /** Whether an acquire now runs under an active span (a traced request): then it gets a span of its own. */
@@ -201,6 +227,9 @@ export class RegistryTelemetry {
   /** The secret source with a `hyperconn.secret.fetch` span around each `get` (outcome, never the value). */
   traceSource(source: SecretSource): SecretSource {
     return {
+      ...(source.kind === undefined ? {} : { kind: source.kind }),
+      // Other capabilities of the source (listing secret names) pass through untouched.
+      ...passThrough(source, 'list'),
       get: (name: string): Promise<SecretValue> =>
         this.#tracer.startActiveSpan('hyperconn.secret.fetch', { attributes: this.#tenantAttribute ? { 'hyperconn.secret.name': name } : {} }, async (span) => {
           try {
@@ -208,7 +237,7 @@ export class RegistryTelemetry {
             span.setAttribute('hyperconn.outcome', 'ok')
             return value
           } catch (error) {
-            const outcome = (error as { code?: unknown }).code === 'HC_SECRET_NOT_FOUND' ? 'not_found' : 'error'
+            const outcome = codeOf(error) === 'HC_SECRET_NOT_FOUND' ? 'not_found' : 'error'
             span.setAttribute('hyperconn.outcome', outcome)
             this.#failed(span, error)
             throw error
@@ -222,8 +251,8 @@ export class RegistryTelemetry {
   /** Error type and status only: an error message may quote SQL or values. */
   #failed(span: { setStatus(status: { code: number }): unknown; setAttribute(key: string, value: string): unknown }, error: unknown): void {
     span.setStatus({ code: this.#api.SpanStatusCode.ERROR })
-    const code = (error as { code?: unknown }).code
-    span.setAttribute('error.type', typeof code === 'string' ? code : error instanceof Error ? error.name : 'Error')
+    const code = codeOf(error)
+    span.setAttribute('error.type', code ?? (error instanceof Error ? error.name : 'Error'))
   }
 
   #tenant(key: TenantKey): Attributes {
@@ -242,4 +271,15 @@ export class RegistryTelemetry {
     if (attributes === undefined) byService.set(key.service, (attributes = Object.freeze({ [POOL]: poolName, [SERVICE]: key.service })))
     return attributes
   }
+}
+
+function codeOf(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined
+  const code = (error as { code?: unknown }).code
+  return typeof code === 'string' ? code : undefined
+}
+
+function passThrough(source: SecretSource, method: string): Record<string, unknown> {
+  const fn = (source as unknown as Record<string, unknown>)[method]
+  return typeof fn === 'function' ? { [method]: (fn as (...args: unknown[]) => unknown).bind(source) } : {}
 }
