@@ -179,6 +179,10 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       acquire: (key: TenantKey) => this.#leases.acquire(key),
       pool: (key: TenantKey) => this.#facade(key).resolved,
       assertOpen: () => this.#assertOpen(),
+      schemaOf: (key: TenantKey) => {
+        const isolation = options.serviceConfig.get(key.service)?.isolation
+        return isolation?.kind === 'schema' ? isolation.schema(key.orgId) : undefined
+      },
       assertSessions: (key: TenantKey) => {
         if (options.serviceConfig.get(key.service)?.pooler === true) {
           throw new UnsupportedError(
