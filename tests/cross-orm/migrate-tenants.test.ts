@@ -88,7 +88,7 @@ function migrateAll(registry: Registry<'core'>, failFor?: string) {
       provider: { getMigrations: () => Promise.resolve(kyselyMigrations(failFor)) },
       migrationTableSchema: tenant.schema as string,
     }).migrateToLatest()
-    if (error !== undefined) throw error instanceof Error ? error : new Error(String(error))
+    if (error !== undefined) throw error instanceof Error ? error : new Error('Kysely migration failed', { cause: error })
     await knex.getDb(orgId).migrate.latest({ migrationSource: knexMigrations, schemaName: tenant.schema as string })
   }
 }
