@@ -4,7 +4,9 @@ import type { Tenant } from '../tenant-types.js'
 
 /** What `migrateTenants` needs of a registry. */
 export interface MigrationRegistry<TService extends string> {
+  /** The tenant handle a migration runs with (`registry.tenant`). */
   tenant(orgId: string, service?: TService): Tenant<TService>
+  /** For `tenants: 'all'` (`registry.listTenants`). */
   listTenants?(service?: TService): AsyncIterable<string>
 }
 
