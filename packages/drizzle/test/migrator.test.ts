@@ -64,10 +64,12 @@ interface Observation {
   colour: number
 }
 
-// Catalog only, so it runs whether or not the migrations' tables exist yet.
+// Catalog only, so it runs whether or not the migrations' tables exist yet; both counts read through the
+// statement's one snapshot (to_regclass would use a separate catalog snapshot and could disagree mid-commit).
 const OBSERVE = sql`SELECT txid_current_if_assigned()::text AS txid,
   (SELECT count(*)::int FROM pg_class WHERE relname IN ('widgets', 'migration_steps') AND relnamespace = 'public'::regnamespace) AS tables,
-  (SELECT count(*)::int FROM pg_attribute WHERE attrelid = to_regclass('public.widgets') AND attname = 'colour' AND NOT attisdropped) AS colour`
+  (SELECT count(*)::int FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid
+    WHERE c.relname = 'widgets' AND c.relnamespace = 'public'::regnamespace AND a.attname = 'colour' AND NOT a.attisdropped) AS colour`
 
 async function observe(db: NodePgDatabase): Promise<Observation> {
   const { rows } = await db.execute<Record<string, unknown>>(OBSERVE)
