@@ -1,5 +1,7 @@
 export { createRegistry, Registry } from './registry/tenant-registry.js'
 export { withRegistryScope } from './registry/scoped-handler.js'
+export { migrateTenants } from './migrations/migrate-tenants.js'
+export type { FailedMigration, MigrateTenantsOptions, MigrationProgress, MigrationRegistry, MigrationReport } from './migrations/migrate-tenants.js'
 export type { ScopeRunner } from './registry/scoped-handler.js'
 export type {
   CloseOptions,

@@ -145,8 +145,20 @@ export interface RegistryOptions<TService extends string = string> {
   services: readonly TService[] | { readonly [S in TService]: ServiceOptions }
   /** Where secrets come from: `awsSecretsManager()`, `staticSecrets()`, `fileSecrets()` or your own. */
   secrets: SecretSource
-  /** Secret name for an org. Default `${project}-${orgId}`. */
+  /** Secret name for an org. Default `${project}-${orgId}`. With a custom one, give `orgIdOf` for `listTenants()`. */
   secretName?: (orgId: string) => string
+  /**
+   * The inverse of `secretName`, for `registry.listTenants()`: the org id of a secret name, or undefined
+   * for a secret that is not a tenant's. Required by `listTenants()` with a custom `secretName`; by default
+   * the name minus `${project}-`.
+   */
+  orgIdOf?: (secretName: string) => string | undefined
+  /**
+   * Only secrets whose name starts with this are listed by `registry.listTenants()` (a Secrets Manager
+   * `ListSecrets` name filter). Default `${project}-`; with a custom `secretName` and no `secretPrefix`,
+   * every secret is listed and `orgIdOf` picks the tenants'.
+   */
+  secretPrefix?: string
   /** Key inside the secret JSON for a service. Default `${service}-postgresql`. */
   secretKey?: (service: string) => string
   /**
@@ -176,6 +188,12 @@ export interface RegistryOptions<TService extends string = string> {
   clock?: Clock
 }
 
+/** Secret names starting with `prefix` are listed; `orgIdOf` turns one into an org id (or undefined). */
+export interface TenantListing {
+  readonly prefix: string
+  readonly orgIdOf: (secretName: string) => string | undefined
+}
+
 export interface ResolvedOptions {
   readonly project: string | undefined
   readonly services: readonly string[]
@@ -183,6 +201,8 @@ export interface ResolvedOptions {
   readonly secrets: SecretSource
   readonly secretName: (orgId: string) => string
   readonly secretKey: (service: string) => string
+  /** How `listTenants()` finds org ids; undefined when `secretName` is custom and `orgIdOf` was not given. */
+  readonly tenantListing: TenantListing | undefined
   /** pg client options shared by every connection (startup parameters, timeouts, TLS defaults). */
   readonly client: Readonly<ClientConfig>
   readonly sizing: PoolSizing
@@ -204,7 +224,7 @@ const CLIENT_DEFAULTS: ClientConfig = Object.freeze({
 })
 
 const KNOWN_KEYS = new Set([
-  'project', 'services', 'secrets', 'secretName', 'secretKey', 'pool', 'connections', 'eviction', 'secretCache', 'hooks',
+  'project', 'services', 'secrets', 'secretName', 'secretKey', 'orgIdOf', 'secretPrefix', 'pool', 'connections', 'eviction', 'secretCache', 'hooks',
   'leakDetection', 'telemetry', 'logger', 'clock',
 ])
 const FORBIDDEN_POOL_KEYS = ['connectionString', 'host', 'port', 'user', 'password', 'database', 'Client']
@@ -274,6 +294,13 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
   if (options.secretName !== undefined && typeof options.secretName !== 'function') fail('secretName must be a function (orgId) => string')
   if (options.secretKey !== undefined && typeof options.secretKey !== 'function') fail('secretKey must be a function (service) => string')
   if (project === undefined && options.secretName === undefined) fail('give either project (secret names are `${project}-${orgId}`) or a secretName function')
+  if (options.orgIdOf !== undefined && typeof options.orgIdOf !== 'function')
+    fail('orgIdOf must be a function (secretName) => orgId | undefined, the inverse of secretName')
+  const secretPrefix = options.secretPrefix
+  if (secretPrefix !== undefined && (typeof secretPrefix !== 'string' || secretPrefix.length === 0 || secretPrefix.length > 512 || !/^[A-Za-z0-9/_+=.@-]+$/.test(secretPrefix)))
+    fail('secretPrefix must be a non-empty string of characters allowed in secret names ([A-Za-z0-9/_+=.@-])')
+  if (secretPrefix !== undefined && options.secretName !== undefined && options.orgIdOf === undefined)
+    fail('secretPrefix is used by listTenants() with orgIdOf: with a custom secretName, add orgIdOf: (secretName) => orgId | undefined')
 
   const pool = section(options, 'pool')
   for (const key of FORBIDDEN_POOL_KEYS) {
@@ -343,6 +370,12 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
   const userSecretName = options.secretName as ((orgId: string) => string) | undefined
   const secretName = userSecretName ?? ((orgId: string) => `${project as string}-${orgId}`)
   const secretKey = (options.secretKey as ((service: string) => string) | undefined) ?? ((service: string) => `${service}-postgresql`)
+  const tenantListing = resolveTenantListing(
+    project,
+    userSecretName !== undefined,
+    options.orgIdOf as TenantListing['orgIdOf'] | undefined,
+    secretPrefix,
+  )
 
   return Object.freeze({
     project: project,
@@ -351,6 +384,7 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
     secrets: secrets as unknown as SecretSource,
     secretName,
     secretKey,
+    tenantListing,
     client: Object.freeze(client as ClientConfig),
     sizing,
     validateAfterIdleMs,
@@ -377,6 +411,21 @@ function resolveTelemetry(input: unknown): Readonly<TelemetryOptions> | undefine
   if (input.tracerProvider !== undefined && (!isObject(input.tracerProvider) || typeof input.tracerProvider.getTracer !== 'function'))
     fail('telemetry.tracerProvider must be an OpenTelemetry TracerProvider (with getTracer)')
   return Object.freeze({ ...input })
+}
+
+function resolveTenantListing(
+  project: string | undefined,
+  customSecretName: boolean,
+  orgIdOf: TenantListing['orgIdOf'] | undefined,
+  secretPrefix: string | undefined,
+): TenantListing | undefined {
+  if (customSecretName) return orgIdOf === undefined ? undefined : Object.freeze({ prefix: secretPrefix ?? '', orgIdOf })
+  // The default names are `${project}-${orgId}`: the dash keeps project "mar" from listing "martech-org1".
+  const projectPrefix = `${project as string}-`
+  return Object.freeze({
+    prefix: secretPrefix ?? projectPrefix,
+    orgIdOf: orgIdOf ?? ((name: string) => (name.startsWith(projectPrefix) ? name.slice(projectPrefix.length) : undefined)),
+  })
 }
 
 function resolveAuth(service: string, auth: unknown): ConnectionAuth | undefined {

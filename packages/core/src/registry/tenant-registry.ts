@@ -16,12 +16,12 @@ import { SecretCache } from '../secrets/secret-cache.js'
 import type { SecretCacheStats } from '../secrets/secret-cache.js'
 import { redactText } from '../secrets/secret-redaction.js'
 import type { Propagation, Tenant, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
-import { assertValidId } from '../tenant-validation.js'
+import { assertValidId, TENANT_ID_PATTERN } from '../tenant-validation.js'
 import { createTenantHandle, poolQuery } from '../transactions/tenant-handle.js'
 import type { LifecycleHooks } from '../pools/lease-hooks.js'
 import type { EvictionReason, RegistryEventName, RegistryListener } from './registry-events.js'
 import { RegistryEventEmitter } from './registry-events.js'
-import type { RegistryOptions, ResolvedOptions } from './registry-options.js'
+import type { RegistryOptions, ResolvedOptions, TenantListing } from './registry-options.js'
 import { resolveOptions } from './registry-options.js'
 
 /** A tenant holding or waiting for connections right now. */
@@ -224,6 +224,10 @@ export class Registry<TService extends string = string> implements AsyncDisposab
             traceTransaction: <T>(key: TenantKey, txOptions: TransactionOptions, propagation: Propagation, run: () => Promise<T>) =>
               telemetry.transaction(key, txOptions, propagation, run),
           }),
+      schemaOf: (key: TenantKey) => {
+        const isolation = options.serviceConfig.get(key.service)?.isolation
+        return isolation?.kind === 'schema' ? isolation.schema(key.orgId) : undefined
+      },
       assertSessions: (key: TenantKey) => {
         if (options.serviceConfig.get(key.service)?.pooler === true) {
           throw new UnsupportedError(
@@ -306,6 +310,65 @@ export class Registry<TService extends string = string> implements AsyncDisposab
         if (refused !== undefined) throw refused.reason
       }),
     )
+  }
+
+  /**
+   * The org ids whose secrets the secret source holds, each once, fetched lazily (Secrets Manager:
+   * `ListSecrets` page by page). Secret names starting with `secretPrefix` (default `${project}-`) are
+   * turned into org ids by `orgIdOf` (default: the name minus `${project}-`); a name it maps to undefined,
+   * to an invalid org id, or to an org whose `secretName` is another name, is skipped. `service` is
+   * checked (`UnknownServiceError`) but does not filter: the listing reads names, not values, so a tenant
+   * whose secret lacks the service's key is listed (its use then fails with `SecretFormatError`).
+   * Throws `UnsupportedError` when the source cannot list names or a custom `secretName` has no `orgIdOf`,
+   * and `RegistryClosedError` once the registry is closing (also between items).
+   */
+  listTenants(service?: TService): AsyncIterable<string> {
+    this.#assertOpen()
+    if (service !== undefined) this.#assertService(service)
+    const listing = this.#options.tenantListing
+    if (listing === undefined) {
+      throw new UnsupportedError(
+        'registry.listTenants() cannot tell org ids from secret names: secretName is a custom function. Add createRegistry({ orgIdOf: (secretName) => orgId | undefined }), ' +
+          'the inverse of secretName, and optionally secretPrefix to list only the secrets whose name starts with it.',
+      )
+    }
+    const source = this.#options.secrets
+    if (typeof source.list !== 'function') {
+      throw new UnsupportedError(
+        `registry.listTenants() needs a secret source that can list secret names, and this one${source.kind === undefined ? '' : ` (${source.kind})`} cannot: ` +
+          'awsSecretsManager(), staticSecrets() and fileSecrets() can, and so can your own source with a list(prefix) method. Otherwise pass the org ids yourself.',
+      )
+    }
+    return this.#listTenants(source.list.bind(source), listing)
+  }
+
+  async *#listTenants(
+    list: (prefix: string) => AsyncIterable<string>,
+    { prefix, orgIdOf }: TenantListing,
+  ): AsyncGenerator<string, void, undefined> {
+    const seen = new Set<string>()
+    let skipped = 0
+    for await (const secretName of list(prefix)) {
+      this.#assertOpen()
+      if (typeof secretName !== 'string' || !secretName.startsWith(prefix)) {
+        skipped++
+        continue
+      }
+      const orgId = orgIdOf(secretName)
+      if (typeof orgId === 'string' && seen.has(orgId)) continue
+      if (
+        typeof orgId !== 'string' ||
+        !TENANT_ID_PATTERN.test(orgId) ||
+        // Only orgs whose own secret this is: getPool(orgId) reads exactly this name.
+        this.#options.secretName(orgId) !== secretName
+      ) {
+        skipped++
+        continue
+      }
+      seen.add(orgId)
+      yield orgId
+    }
+    this.#options.logger.debug({ tenants: seen.size, skipped }, 'hyperconn: tenants listed')
   }
 
   /**
@@ -484,11 +547,15 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     if (this.#closing) throw new RegistryClosedError()
   }
 
+  #assertService(service: string): void {
+    assertValidId(service, 'service')
+    if (!this.#options.serviceConfig.has(service)) throw new UnknownServiceError(service, this.#options.services)
+  }
+
   /** Validation happens before any lookup, so rejected input creates nothing and fetches nothing. */
   #key(service: string, orgId: string): TenantKey {
     this.#assertOpen()
-    assertValidId(service, 'service')
-    if (!this.#options.serviceConfig.has(service)) throw new UnknownServiceError(service, this.#options.services)
+    this.#assertService(service)
     assertValidId(orgId, 'orgId')
     return Object.freeze({ service, orgId })
   }
