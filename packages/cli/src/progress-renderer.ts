@@ -128,6 +128,9 @@ class BarRenderer implements ProgressRenderer {
   readonly #shown = new Set<string>()
   #bars: cliProgress.MultiBar | undefined
   #bar: cliProgress.SingleBar | undefined
+  readonly #showCursor = (): void => {
+    this.#stream.write('\x1B[?25h')
+  }
 
   constructor(stream: OutputStream, fps: number) {
     this.#stream = stream
@@ -136,6 +139,9 @@ class BarRenderer implements ProgressRenderer {
 
   start(info: RunInfo): void {
     this.#stream.write(line(startLine(info)))
+    if (info.total === 0) return
+    // The bar hides the cursor: show it again if the process exits before finish() (a second Ctrl-C).
+    process.once('exit', this.#showCursor)
     this.#bars = new cliProgress.MultiBar(
       {
         // cli-progress only uses write(), isTTY and columns of its stream.
@@ -173,6 +179,7 @@ class BarRenderer implements ProgressRenderer {
       this.#bars.update() // prints what log() buffered: stop() alone would drop it
       this.#bars.stop()
       this.#bars = undefined
+      process.removeListener('exit', this.#showCursor)
     }
     for (const text of summaryLines(report, this.#shown)) this.#stream.write(line(text))
   }

@@ -111,6 +111,14 @@ describe('progress renderer', () => {
     expect(stream.output.length).toBe(length)
   })
 
+  it('no tenant: no bar, and the cursor is left alone', () => {
+    const stream = new FakeStream(true)
+    const renderer = createProgressRenderer(stream)
+    renderer.start({ service: 'core', total: 0, concurrency: 4 })
+    renderer.finish({ ...REPORT, total: 0, succeeded: [], failed: [], locked: [], skipped: [], durationMs: 2 })
+    expect(stream.output).toBe('migrating 0 tenants of service "core", 4 at a time\ndone: 0 tenants of service "core" in 0.0 s: 0 succeeded, 0 failed\n')
+  })
+
   it('an interrupted run: the summary says so and names the tenants not started', () => {
     const stream = new FakeStream(false)
     const renderer = createProgressRenderer(stream)
