@@ -32,16 +32,19 @@ export interface ShopFixture {
 
 export async function startShopFixture(
   tenants: readonly string[],
-  options: { sharedTenants?: readonly string[] } = {},
+  options: { sharedTenants?: readonly string[]; migrateStores?: boolean } = {},
 ): Promise<ShopFixture> {
-  const env = await startShopEnvironment({
-    mode: 'local',
-    adminUrl: adminUrl(),
-    project: PROJECT,
-    tenants,
-    seed: true,
-    ...(options.sharedTenants === undefined ? {} : { sharedTenants: options.sharedTenants }),
-  })
+  const env = await startShopEnvironment(
+    {
+      mode: 'local',
+      adminUrl: adminUrl(),
+      project: PROJECT,
+      tenants,
+      seed: true,
+      ...(options.sharedTenants === undefined ? {} : { sharedTenants: options.sharedTenants }),
+    },
+    options.migrateStores === undefined ? {} : { migrateStores: options.migrateStores },
+  )
   const local = env.local
   if (local === undefined) throw new Error('expected a local environment')
   const pools = new Map<string, pg.Pool>()
