@@ -5,6 +5,7 @@ import type { MigrationRegistry, Tenant } from '@hyperconn/core'
  * for `--tenants all` (the default) and `close` is called at the end of the run.
  */
 export interface CliRegistry<TService extends string = string> extends MigrationRegistry<TService> {
+  /** Called once the run ends (`registry.close()`). */
   close?(): Promise<unknown>
 }
 
@@ -20,7 +21,8 @@ export interface MigrateContext<TService extends string = string> {
   readonly tenant: Tenant<TService>
 }
 
-interface ConfigBase<TService extends string> {
+/** What every config shape has besides how it provides the registry. */
+export interface ConfigBase<TService extends string> {
   /** The service whose databases or schemas are migrated. Needed when the registry has several; `--service` overrides it. */
   service?: TService
   /**

@@ -10,6 +10,7 @@ export const EXIT_CODES = Object.freeze({
   interrupted: 130,
 } as const)
 
+/** One of the `EXIT_CODES` values. */
 export type ExitCode = (typeof EXIT_CODES)[keyof typeof EXIT_CODES]
 
 /** A usage or configuration problem: the CLI prints its message and exits with status 2. */

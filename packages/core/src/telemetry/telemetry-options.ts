@@ -7,7 +7,13 @@ export interface TelemetryOptions {
    */
   tenantAttribute?: boolean
   /** Default: the global meter provider (`metrics.setGlobalMeterProvider` / the OpenTelemetry SDK). */
-  meterProvider?: { getMeter(name: string, version?: string): unknown }
+  meterProvider?: {
+    /** An OpenTelemetry `MeterProvider.getMeter`. */
+    getMeter(name: string, version?: string): unknown
+  }
   /** Default: the global tracer provider. */
-  tracerProvider?: { getTracer(name: string, version?: string): unknown }
+  tracerProvider?: {
+    /** An OpenTelemetry `TracerProvider.getTracer`. */
+    getTracer(name: string, version?: string): unknown
+  }
 }
