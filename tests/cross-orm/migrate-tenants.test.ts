@@ -28,7 +28,8 @@ beforeAll(async () => {
   admin = await connectClient(db.url)
   await admin.query(`DO $$ BEGIN FOR i IN 1..${TENANTS} LOOP EXECUTE format('CREATE SCHEMA t%s', i); END LOOP;
     FOR i IN 1..50 LOOP EXECUTE format('CREATE SCHEMA r%s', i); END LOOP;
-    FOR i IN 1..20 LOOP EXECUTE format('CREATE SCHEMA a%s', i); END LOOP; END $$`)
+    FOR i IN 1..20 LOOP EXECUTE format('CREATE SCHEMA a%s', i); END LOOP;
+    FOR i IN 1..3 LOOP EXECUTE format('CREATE SCHEMA w%s', i); END LOOP; END $$`)
 }, 60_000)
 
 afterAll(async () => {
@@ -183,5 +184,36 @@ describe('migrateTenants', () => {
     expect(report.succeeded.length + report.notStarted.length).toBe(orgs.length)
     for (const org of report.succeeded) expect(await state(org), org).toEqual(DONE)
     for (const org of report.notStarted) expect(await state(org), org).toEqual(UNTOUCHED)
+  }, 60_000)
+
+  it("whenLocked 'wait' waits for another runner's lock, and an abort ends the wait without starting the tenant", async () => {
+    const orgs = ids('w', 3)
+    await using registry = registryFor(orgs)
+    // Another runner holds w1's lock (same key as migrateTenants uses).
+    await using other = await connectClient(db.url)
+    await other.query("SELECT pg_advisory_lock(hashtextextended('hyperconn.migrate:core:w1', 0))")
+    const controller = new AbortController()
+    const started: string[] = []
+    const run = migrateTenants(registry, {
+      service: 'core',
+      tenants: orgs,
+      concurrency: 3,
+      whenLocked: 'wait',
+      signal: controller.signal,
+      migrate: (orgId) => {
+        started.push(orgId)
+        return Promise.resolve()
+      },
+      onProgress: (p) => {
+        if (p.done === 2) controller.abort()
+      },
+    })
+    const report = await run
+    expect(started.sort()).toEqual(['w2', 'w3'])
+    expect(report).toMatchObject({ succeeded: expect.arrayContaining(['w2', 'w3']) as unknown, notStarted: ['w1'], aborted: true, failed: [] })
+    await other.query("SELECT pg_advisory_unlock(hashtextextended('hyperconn.migrate:core:w1', 0))")
+    // Once the other runner is done, a waiting run gets the lock.
+    const after = await migrateTenants(registry, { service: 'core', tenants: ['w1'], whenLocked: 'wait', migrate: () => Promise.resolve() })
+    expect(after.succeeded).toEqual(['w1'])
   }, 60_000)
 })

@@ -31,7 +31,7 @@ export async function loadConfig(file: string, cwd: string): Promise<LoadedConfi
   try {
     loaded = NATIVE_EXTENSIONS.has(extname(path))
       ? await import(pathToFileURL(path).href)
-      : await createJiti(import.meta.url, { tryNative: true, interopDefault: false }).import(path)
+      : await createJiti(import.meta.url, { tryNative: false, interopDefault: false }).import(path)
   } catch (error) {
     throw new UsageError(`could not load the config ${path}: ${messageOf(error)}`, { cause: error })
   }

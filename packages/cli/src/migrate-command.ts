@@ -1,5 +1,5 @@
 import { existsSync, statSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
+import { rm, writeFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { migrateTenants, redactConnectionString } from '@hyperconn/core'
 import type { MigrationReport } from '@hyperconn/core'
@@ -48,8 +48,11 @@ const USAGE_ERRORS = new Set(['InvalidOptionsError', 'UnknownServiceError', 'Inv
 export async function migrateCommand(options: MigrateCommandOptions, context: CommandContext): Promise<ExitCode> {
   const { stdout, stderr, cwd } = context
   let config: LoadedConfig | undefined
+  let reportPath: string | undefined
   try {
-    const reportPath = options.report === undefined ? undefined : checkReportPath(options.report, cwd)
+    reportPath = options.report === undefined ? undefined : checkReportPath(options.report, cwd)
+    // A report left by an earlier run must never be read as this run's outcome.
+    if (reportPath !== undefined) await rm(reportPath, { force: true })
     const selection = options.tenants === undefined ? undefined : await parseTenantsOption(options.tenants, cwd)
     config = await loadConfig(options.config, cwd)
     const service = options.service ?? config.service ?? onlyServiceOf(config.registry)
@@ -105,7 +108,10 @@ export async function migrateCommand(options: MigrateCommandOptions, context: Co
     return status
   } catch (error) {
     const usage = error instanceof UsageError || (error instanceof Error && USAGE_ERRORS.has(error.name))
-    stderr.write(`hyperconn: ${usage ? '' : 'error: '}${redactConnectionString(messageOf(error))}\n`)
+    const message = redactConnectionString(messageOf(error))
+    stderr.write(`hyperconn: ${usage ? '' : 'error: '}${message}\n`)
+    // The run failed before a report existed: CI still gets one, saying why.
+    if (reportPath !== undefined) await writeFile(reportPath, `${JSON.stringify({ error: message }, null, 2)}\n`).catch(() => undefined)
     return usage ? EXIT_CODES.usage : EXIT_CODES.failed
   } finally {
     if (config !== undefined) await closeRegistry(config.registry, stderr)

@@ -124,10 +124,14 @@ export async function migrateTenants<TService extends string>(
       const since = Date.now()
       try {
         const tenant = registry.tenant(orgId, service)
-        const ran = await tenant.connection(() => runLocked(tenant, whenLocked, () => migrate(orgId, { tenant })))
-        if (ran) report.succeeded.push(orgId)
+        const outcome = await tenant.connection(() => runLocked(tenant, whenLocked, signal, () => migrate(orgId, { tenant })))
+        if (outcome === 'aborted') {
+          report.notStarted.push(orgId)
+          continue
+        }
+        if (outcome === 'ran') report.succeeded.push(orgId)
         else report.locked.push(orgId)
-        finish(orgId, ran ? 'succeeded' : 'locked', since)
+        finish(orgId, outcome === 'ran' ? 'succeeded' : 'locked', since)
       } catch (error) {
         report.failed.push({ orgId, error: describe(error) })
         finish(orgId, 'failed', since)
@@ -135,31 +139,43 @@ export async function migrateTenants<TService extends string>(
     }
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, worker))
-  if (next < ids.length) {
-    report.aborted = true
-    report.notStarted.push(...ids.slice(next))
-  }
+  if (next < ids.length) report.notStarted.push(...ids.slice(next))
+  report.aborted = signal?.aborted === true && report.notStarted.length > 0
   report.skipped.push(...report.locked, ...report.notStarted)
   report.durationMs = Date.now() - started
   return report
 }
 
-/** Runs `fn` holding the tenant's migration lock; false when another runner holds it and we skip. */
-async function runLocked(tenant: Tenant, whenLocked: 'skip' | 'wait', fn: () => Promise<unknown>): Promise<boolean> {
+/** How often a runner waiting for another runner's lock (`whenLocked: 'wait'`) tries again. */
+const LOCK_RETRY_MS = 250
+
+/**
+ * Runs `fn` holding the tenant's migration lock: 'ran', 'locked' (another runner holds it and we skip), or
+ * 'aborted' (the run was aborted before the lock was ours: `fn` never started).
+ */
+async function runLocked(
+  tenant: Tenant,
+  whenLocked: 'skip' | 'wait',
+  signal: AbortSignal | undefined,
+  fn: () => Promise<unknown>,
+): Promise<'ran' | 'locked' | 'aborted'> {
   const key = `${LOCK_PREFIX}:${tenant.service}:${tenant.orgId}`
-  if (whenLocked === 'wait') {
-    await tenant.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [key])
-  } else {
-    const { rows } = await tenant.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked', [key])
-    if (rows[0]?.locked !== true) return false
-  }
+  const aborted = (): boolean => signal?.aborted === true
+  const tryLock = async (): Promise<boolean> =>
+    (await tenant.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked', [key])).rows[0]?.locked === true
+  // Polled rather than pg_advisory_lock: a wait must end when the run is aborted.
+  let locked = false
+  while (!aborted() && !(locked = await tryLock()) && whenLocked === 'wait') await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS))
+  if (!locked) return aborted() ? 'aborted' : 'locked'
   try {
+    // Aborted while this worker waited for its connection or the lock: the tenant is not started.
+    if (aborted()) return 'aborted'
     await fn()
   } finally {
-    // Released with the pinned connection anyway (its reset unlocks all); explicit for the next tenant's sake.
+    // A failed unlock leaves the lock on the pinned connection, which the next checkout resets (unlock all).
     await tenant.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [key]).catch(() => undefined)
   }
-  return true
+  return 'ran'
 }
 
 async function collect<TService extends string>(
