@@ -1,5 +1,5 @@
 import { awsSecretsManager, createRegistry } from '@hyperconn/core'
-import type { Clock, EvictionOptions, LeakDetectionOptions, LifecycleHooks, Registry, SecretSource, TenantPoolOptions } from '@hyperconn/core'
+import type { Clock, EvictionOptions, LeakDetectionOptions, LifecycleHooks, Registry, SecretSource, TelemetryOptions, TenantPoolOptions } from '@hyperconn/core'
 import { FAKE_CREDENTIALS, PROJECT, REGION, SERVICE } from './bench-env.js'
 import type { BenchEnv } from './bench-env.js'
 
@@ -18,6 +18,8 @@ export interface OurRegistryOptions {
   readonly leakDetection?: LeakDetectionOptions
   readonly hooks?: LifecycleHooks
   readonly clock?: Clock
+  /** Scenario 9: OpenTelemetry with the bench's no-op exporters (telemetry-otel.ts). */
+  readonly telemetry?: TelemetryOptions
 }
 
 /** AWS Secrets Manager at the local endpoint, configured as a user would (explicit endpoint and keys). */
@@ -41,5 +43,6 @@ export function createOurRegistry(secrets: SecretSource, options: OurRegistryOpt
     ...(options.leakDetection === undefined ? {} : { leakDetection: options.leakDetection }),
     ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
     ...(options.clock === undefined ? {} : { clock: options.clock }),
+    ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
   })
 }

@@ -15,9 +15,10 @@ import { lifecycle } from './scenario-lifecycle.js'
 import { memory } from './scenario-memory.js'
 import { scale, scaleChartSvg } from './scenario-scale.js'
 import { sharedTransaction } from './scenario-shared-transaction.js'
+import { telemetry } from './scenario-telemetry.js'
 import type { Scenario, ScenarioResult } from './scenario-types.js'
 
-const SCENARIOS: readonly Scenario[] = [hotPath, adapterOverhead, sharedTransaction, coldStart, churn, memory, scale, lifecycle]
+const SCENARIOS: readonly Scenario[] = [hotPath, adapterOverhead, sharedTransaction, coldStart, churn, memory, scale, lifecycle, telemetry]
 
 const ROUNDS_NOTE =
   'Each ratio is ours/baseline per round; contenders alternate (ABAB…) within one run, so both see the same machine state. ' +

@@ -1,12 +1,10 @@
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { Clock, Registry, TimerHandle } from '@hyperconn/core'
 import { interleaveEach } from './interleave.js'
 import { PROBE_CONFIGS } from './lifecycle-modes.js'
 import type { LifecycleRound, ProbeConfig, ProbeKind, ProbeSlot } from './lifecycle-modes.js'
 import { createOurRegistry, localAwsSecrets } from './ours-registry.js'
+import { ProbeProcess } from './probe-process.js'
 import { median, ratios } from './ratio-summary.js'
 import type { ResultRow, Scenario } from './scenario-types.js'
 
@@ -55,54 +53,26 @@ class SteppedClock implements Clock {
 /** One lifecycle-probe.ts child: started, warm, then one timed round per `run(config, ms)`. */
 class Probe {
   readonly kind: ProbeKind
-  readonly #child: ChildProcess
-  readonly #lines: AsyncIterator<string>
-  #stderr = ''
+  readonly #process: ProbeProcess
 
   constructor(kind: ProbeKind, tenantUrl: string, warmupMs: number) {
     this.kind = kind
-    // Same loader (tsx) and conditions as this process; a profiler flag must not follow into the child.
-    const execArgv = process.execArgv.filter((arg) => !arg.startsWith('--cpu-prof') && !arg.startsWith('--heap-prof'))
-    const args = [PROBE, kind, TENANTS, WORKERS, POOL_MAX, BATCH, warmupMs].map(String)
-    this.#child = spawn(process.execPath, [...execArgv, ...args], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, BENCH_TENANT_URL: tenantUrl },
-    })
-    // A failed spawn closes stdout too: #next() then reports it.
-    this.#child.once('error', (error) => (this.#stderr += `\n${String(error)}`))
-    this.#child.stdin?.on('error', () => {}) // EPIPE from a probe that died: its closed stdout reports it
-    this.#child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (this.#stderr = (this.#stderr + chunk).slice(-4000)))
-    this.#lines = createInterface({ input: this.#child.stdout as NodeJS.ReadableStream })[Symbol.asyncIterator]()
+    this.#process = new ProbeProcess(`lifecycle probe (${kind})`, PROBE, [kind, TENANTS, WORKERS, POOL_MAX, BATCH, warmupMs], tenantUrl)
   }
 
-  async #next(): Promise<string> {
-    const line = await this.#lines.next()
-    if (line.done === true) throw new Error(`lifecycle probe (${this.kind}) exited: ${this.#stderr.trim()}`)
-    return line.value
-  }
-
-  async ready(): Promise<void> {
-    const line = await this.#next()
-    if (line !== 'ready') throw new Error(`lifecycle probe (${this.kind}) said "${line}": ${this.#stderr.trim()}`)
+  ready(): Promise<void> {
+    return this.#process.ready()
   }
 
   async run(config: ProbeConfig, ms: number): Promise<LifecycleRound> {
-    this.#child.stdin?.write(`${config} ${ms}\n`)
-    const round = JSON.parse(await this.#next()) as LifecycleRound
+    const round = await this.#process.ask<LifecycleRound>(`${config} ${ms}`)
     if (round.errors > 0 || round.leaks > 0)
       throw new Error(`lifecycle probe (${this.kind}, ${config}): ${round.errors} failed batches (${round.firstError}), ${round.leaks} leaks`)
     return round
   }
 
-  /** Asks it to close its registry and exit; kills it if it does not within 10 s. */
-  async exit(): Promise<void> {
-    const child = this.#child
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-    child.stdin?.end('exit\n')
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-    await exited
-    clearTimeout(timer)
+  exit(): Promise<void> {
+    return this.#process.exit()
   }
 }
 

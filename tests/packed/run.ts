@@ -31,6 +31,11 @@ const { values: args } = parseArgs({
   },
 })
 
+// pnpm's bin shims (tsx running this file) set NODE_PATH to the repository's hoisted store, through which
+// require() in the consumers (and core's createRequire of its optional peers) would find packages the
+// consumer never installed, e.g. @opentelemetry/api. A fresh consumer has no NODE_PATH.
+delete process.env['NODE_PATH']
+
 const root = resolve(import.meta.dirname, '../..')
 const fixtures = join(import.meta.dirname, 'fixtures')
 const bin = (name: string) => join(root, 'node_modules/.bin', name)

@@ -68,15 +68,16 @@ function skuWithStock(s: Snapshot, atLeast: number): string {
  * only after the signal handlers below are installed, so that an early Ctrl-C still ends cleanly.
  */
 async function loadApp() {
-  const [config, environment, app, registry, pricing, reviews] = await Promise.all([
+  const [config, environment, app, registry, pricing, reviews, cli] = await Promise.all([
     import('./shop-config.js'),
     import('./shop-environment.js'),
     import('./shop-app.js'),
     import('./shop-registry.js'),
     import('./pricing-schemas.js'),
     import('./reviews-policy.js'),
+    import('./migrate-with-cli.js'),
   ])
-  return { ...config, ...environment, ...app, ...registry, ...pricing, ...reviews }
+  return { ...config, ...environment, ...app, ...registry, ...pricing, ...reviews, ...cli }
 }
 
 /** Requests in flight at once when the demo sweeps over every store. */
@@ -153,6 +154,11 @@ async function sharedPools(
     `GET /reviews for ${n} stores, ${SWEEP_CONCURRENCY} at a time (Drizzle; app.tenant_id, no WHERE): ${reviews.complete} complete, ${reviews.rows} rows, ${reviews.foreign} of another store`,
   )
   for (const problem of [...prices.problems, ...reviews.problems].slice(0, 5)) say(`  ${problem}`)
+  const firstPrices = (await client.prices(first)).body.prices ?? []
+  check(
+    firstPrices.length > 0 && firstPrices.every((price) => price.currency === 'EUR'),
+    `${first}: its prices carry the currency column the CLI's migration added (${firstPrices.map((p) => `${p.sku} ${p.priceCents} ${p.currency}`).join(', ')})`,
+  )
   const elapsed = performance.now() - started
 
   const posted = await client.addReview(first, { sku: 'mug', stars: 3, body: 'Chipped on arrival' })
@@ -196,7 +202,7 @@ async function sharedPools(
 
 async function scenario(): Promise<void> {
   console.log('hyperconn demo: a multi-tenant shop; Drizzle, Kysely and Knex in one transaction per order')
-  const { readShopConfig, startShopEnvironment, createShopApp, shopSecretName, priceListFor, reviewsFor } = await loadApp()
+  const { readShopConfig, startShopEnvironment, createShopApp, shopSecretName, priceListFor, reviewsFor, migrateWithCli } = await loadApp()
   const config = readShopConfig()
   const [tenantA, tenantB, tenantC] = config.tenants
   if (tenantA === undefined || tenantB === undefined) throw new Error('the demo needs at least two tenants')
@@ -206,9 +212,10 @@ async function scenario(): Promise<void> {
   let baseUrl = ''
   startup = (async () => {
     // finish() stops PostgreSQL after the HTTP server and the registry: testkit must not kill it on the signal.
-    env = await startShopEnvironment(config, { onStep: say, signal: interruption.signal, handleSignals: false })
+    // The stores' pricing schemas are migrated below by the hyperconn CLI, not in this process.
+    env = await startShopEnvironment(config, { onStep: say, signal: interruption.signal, handleSignals: false, migrateStores: false })
     cleanup.defer('environment', () => env?.close())
-    const app = createShopApp({ registry: env.registry })
+    const app = createShopApp({ registry: env.registry, telemetry: env.telemetry })
     cleanup.defer('HTTP server', () => app.close())
     baseUrl = await app.http.listen({ host: '127.0.0.1', port: 0 })
   })()
@@ -221,6 +228,33 @@ async function scenario(): Promise<void> {
   const secretFetches = new Map<string, number>()
   registry.on('secret:fetch', ({ secretName }) => secretFetches.set(secretName, (secretFetches.get(secretName) ?? 0) + 1))
   const totalFetches = (): number => [...secretFetches.values()].reduce((a, b) => a + b, 0)
+
+  const stores = config.mode === 'local' ? (config.sharedTenants ?? []) : []
+  if (stores.length > 0 && local !== undefined) {
+    section(`Migrations: the hyperconn CLI migrates the ${stores.length} stores' pricing schemas before any traffic`)
+    const migration = await migrateWithCli({
+      project: config.project,
+      secretsEndpoint: local.secretsManager.endpoint,
+      stores,
+      signal: interruption.signal,
+    })
+    if (interrupted) return
+    say(`$ ${migration.command}`)
+    // One line per store (stdout is a pipe, not a terminal): show a few, then the summary.
+    const shown = 3
+    const okLines = migration.lines.filter((line) => line.startsWith('ok '))
+    for (const line of migration.lines) {
+      if (line.startsWith('report written to ')) continue // a temporary file, read below
+      if (!line.startsWith('ok ') || okLines.indexOf(line) < shown) say(`│ ${line}`)
+      if (line.startsWith('ok ') && okLines.indexOf(line) === shown && okLines.length > shown) say(`│ … ${okLines.length - shown} more "ok" lines`)
+    }
+    for (const line of migration.stderr.split('\n').filter(Boolean)) say(`│ (stderr) ${line}`)
+    const report = migration.report
+    check(
+      migration.code === 0 && report?.succeeded.length === stores.length && report.failed.length === 0,
+      `exit ${migration.code}; report: ${report?.succeeded.length ?? '?'} succeeded, ${report?.failed.length ?? '?'} failed (migrations/pricing/001_price_currency.sql, in one transaction and under a lock per store)`,
+    )
+  }
 
   const client = createShopClient(baseUrl)
   check((await client.health()).status === 200, 'GET /health → 200')
@@ -323,7 +357,6 @@ async function scenario(): Promise<void> {
   check((await client.stats()).body.pools.count === poolsBefore, `still ${poolsBefore} pools: none for the unknown tenant`)
 
   let sharedPoolCount = 0
-  const stores = config.mode === 'local' ? (config.sharedTenants ?? []) : []
   if (stores.length >= 2) {
     sharedPoolCount = await sharedPools(client, stores, {
       shopTenants: config.tenants.length,
@@ -348,6 +381,45 @@ async function scenario(): Promise<void> {
     stats.pools.count === config.tenants.length + sharedPoolCount,
     `one pool per shop tenant (${config.tenants.length})${sharedPoolCount === 0 ? '' : ` + one per shared service (${sharedPoolCount})`}`,
   )
+
+  await observability(client)
+}
+
+/** How many `/metrics` lines of one kind the demo prints before summing up the rest. */
+const METRIC_LINES_SHOWN = 10
+
+/** Probes and the Prometheus endpoint, as a scraper and an orchestrator see them after the traffic above. */
+async function observability(client: ShopClient): Promise<void> {
+  section('Observability: GET /healthz, /readyz and /metrics (OpenTelemetry → Prometheus)')
+  const [live, ready] = await Promise.all([client.healthz(), client.readyz()])
+  check(live.status === 200 && live.body.ok, `GET /healthz → ${live.status} (liveness: the process answers)`)
+  const servers = ready.body.servers ?? []
+  check(
+    ready.status === 200 && ready.body.ok && servers.length > 0 && servers.every((s) => s.reachable === true),
+    `GET /readyz → ${ready.status} (registry.health()): ${servers.map((s) => `${s.server} reachable ${s.reachable}, ${s.budget.inUse}/${s.budget.open} in use, ${s.waiting} waiting`).join('; ')}`,
+  )
+
+  const pools = (await client.stats()).body.pools.list.map((pool) => pool.name)
+  const metrics = await client.metrics()
+  const lines = metrics.body.split('\n')
+  const series = (name: string): string[] => lines.filter((line) => line.startsWith(`${name}{`))
+  const counts = series('db_client_connection_count')
+  // Each physical pool reports its idle and its used connections, labelled with its name (no secret in it).
+  const labelled = (pool: string, state: string): boolean =>
+    counts.some((line) => line.includes(`db_client_connection_pool_name="${pool}"`) && line.includes(`db_client_connection_state="${state}"`))
+  check(
+    metrics.status === 200 && pools.length > 0 && pools.every((pool) => labelled(pool, 'idle') && labelled(pool, 'used')),
+    `GET /metrics → ${metrics.status}: db_client_connection_count{state="idle"|"used"} for each of the ${pools.length} physical pools`,
+  )
+  // The scope label is the same on every line: left out here to keep the lines readable.
+  const show = (line: string): string => line.replace(/,?otel_scope_name="[^"]*"/, '')
+  for (const line of counts.slice(0, METRIC_LINES_SHOWN)) say(`  ${show(line)}`)
+  if (counts.length > METRIC_LINES_SHOWN) say(`  … ${counts.length - METRIC_LINES_SHOWN} more db_client_connection_count lines`)
+  for (const line of series('hyperconn_secret_fetches_total')) say(`  ${show(line)}`)
+  const waits = series('db_client_connection_wait_time_count').length
+  say(`  and per pool: max, pending_requests, wait_time and use_time histograms (${waits} pool × service series);`)
+  say(`  timeouts, evictions and leaks counters appear with their first occurrence (grafana/hyperconn-dashboard.json)`)
+  check(!metrics.body.includes('postgresql://') && !metrics.body.includes('password'), 'no connection string and no password in /metrics')
 }
 
 let finishing: Promise<never> | undefined

@@ -2,6 +2,7 @@ import Fastify from 'fastify'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Registry } from '@hyperconn/core'
 import { toHttpError } from './http-errors.js'
+import { PROMETHEUS_CONTENT_TYPE } from './shop-telemetry.js'
 import type { NewReview } from './reviews-repository.js'
 import type { PlaceOrderInput, ShopService } from './shop-service.js'
 import { orgIdFromHeaders } from './tenant-header.js'
@@ -9,9 +10,21 @@ import { orgIdFromHeaders } from './tenant-header.js'
 export interface HttpServerOptions {
   shop: ShopService
   registry: Registry
+  /** `GET /metrics`: the current metrics in Prometheus' text format. No such route without it. */
+  metrics?: () => Promise<string>
   /** Fastify's pino logger: true in the long-running server, off in the demo and tests. */
   logger: boolean
 }
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: the handler does not run in registry.scope() (probes and metrics: they check out no connection). */
+    scoped?: boolean
+  }
+}
+
+/** Probes and metrics answer even when the registry cannot (closed, servers unreachable): no scope around them. */
+const UNSCOPED = { config: { scoped: false } } as const
 
 const SKU = { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,63}$' } as const
 
@@ -86,6 +99,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   // request ends, instead of staying out of the pool. onRequest and preHandler hooks finish before the
   // handler starts, so they cannot wrap it: every route's handler is wrapped as it is registered.
   app.addHook('onRoute', (route) => {
+    if (route.config?.scoped === false) return
     const handler = route.handler
     route.handler = function scoped(request, reply) {
       // A handler that returns `reply` (after reply.send) keeps the scope open until the response is sent.
@@ -94,6 +108,22 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   })
 
   app.get('/health', () => ({ status: 'ok' }))
+
+  // Liveness: the process answers. Never the database's state: restarting the app does not fix PostgreSQL.
+  app.get('/healthz', UNSCOPED, () => ({ ok: true }))
+
+  // Readiness: registry.health() (open, and no server's last connection attempt failed) → 200, else 503;
+  // the body is the report either way (per server: reachable, budget, waiting, last error redacted).
+  app.get('/readyz', UNSCOPED, async (_request, reply) => {
+    const report = await registry.health()
+    return reply.status(report.ok ? 200 : 503).send(report)
+  })
+
+  // Prometheus scrapes the OpenTelemetry metrics here, on the app's own port (the exporter's server is off).
+  const metrics = options.metrics
+  if (metrics !== undefined) {
+    app.get('/metrics', UNSCOPED, async (_request, reply) => reply.type(PROMETHEUS_CONTENT_TYPE).send(await metrics()))
+  }
 
   // Plain JSON by contract: pool, connection and secret-cache counters, no secrets.
   app.get('/stats', () => registry.stats())

@@ -60,11 +60,12 @@ startup = (async () => {
     // stop() shuts PostgreSQL down last, after the requests it serves: testkit must not kill it on the signal.
     handleSignals: false,
   })
-  app = createShopApp({ registry: env.registry, logger: true })
+  app = createShopApp({ registry: env.registry, telemetry: env.telemetry, logger: true })
   target = app.http.log
   const address = await app.http.listen({ port, host })
   console.log(`shop ready on ${address}; tenants: ${config.tenants.join(', ')}`)
   console.log(`  curl -s -H 'x-org-id: ${config.tenants[0] ?? 'acme'}' ${address}/stock`)
+  console.log(`  curl -s ${address}/metrics | grep '^db_client'; curl -s ${address}/readyz`)
   const stores = env.local?.shared?.orgIds ?? []
   if (stores.length > 0) {
     console.log(`stores on the shared database: ${stores[0]} … ${stores.at(-1)} (${stores.length})`)

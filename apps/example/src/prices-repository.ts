@@ -5,6 +5,8 @@ export interface PricesTable {
   name: string
   price_cents: number
   org_id: string
+  /** Added by migrations/pricing/001_price_currency. */
+  currency: string
 }
 
 export interface PricingDatabase {
@@ -15,6 +17,8 @@ export interface Price {
   sku: string
   name: string
   priceCents: number
+  /** ISO 4217 code (the column migrations/pricing/001_price_currency adds). */
+  currency: string
   /** The store the row was written for (see pricing-schemas.ts). */
   orgId: string
 }
@@ -34,7 +38,7 @@ export class PricesRepository {
   list(orgId: string): Promise<Price[]> {
     return this.#getDb(orgId)
       .selectFrom('prices')
-      .select(['sku', 'name', 'price_cents as priceCents', 'org_id as orgId'])
+      .select(['sku', 'name', 'price_cents as priceCents', 'currency', 'org_id as orgId'])
       .orderBy('sku')
       .execute()
   }

@@ -15,10 +15,13 @@ import { ReviewsRepository } from './reviews-repository.js'
 import { reviewsSchema } from './reviews-table.js'
 import { PRICING_SERVICE, REVIEWS_SERVICE, SHOP_SERVICE } from './shop-registry.js'
 import { ShopService } from './shop-service.js'
+import type { ShopTelemetry } from './shop-telemetry.js'
 
 export interface ShopAppOptions {
   /** Owned by the caller, who closes it after the app (the app only borrows its pools). */
   registry: Registry
+  /** Served at `GET /metrics` (Prometheus format); without it the app has no /metrics. Owned by the caller too. */
+  telemetry?: Pick<ShopTelemetry, 'scrape'>
   logger?: boolean
 }
 
@@ -50,7 +53,12 @@ export function createShopApp(options: ShopAppOptions): ShopApp {
     prices: new PricesRepository(pricing.getDb),
     reviews: new ReviewsRepository(reviews.getDb),
   })
-  const http = createHttpServer({ shop, registry, logger: options.logger ?? false })
+  const http = createHttpServer({
+    shop,
+    registry,
+    logger: options.logger ?? false,
+    ...(options.telemetry === undefined ? {} : { metrics: options.telemetry.scrape }),
+  })
   let closing: Promise<void> | undefined
   return {
     http,

@@ -6,7 +6,7 @@ import type { NewReview } from './reviews-repository.js'
 import type { Review } from './reviews-table.js'
 import type { PlacedOrder, PlaceOrderInput } from './shop-service.js'
 import { TENANT_HEADER } from './tenant-header.js'
-import type { RegistryStats } from '@hyperconn/core'
+import type { HealthReport, RegistryStats } from '@hyperconn/core'
 
 export interface ShopResponse<T> {
   status: number
@@ -18,6 +18,12 @@ export interface ShopResponse<T> {
 export interface ShopClient {
   health(): Promise<ShopResponse<{ status: string }>>
   stats(): Promise<ShopResponse<RegistryStats>>
+  /** Liveness. */
+  healthz(): Promise<ShopResponse<{ ok: boolean }>>
+  /** Readiness: `registry.health()`, 200 when `ok`, 503 otherwise. */
+  readyz(): Promise<ShopResponse<HealthReport>>
+  /** Prometheus' text format (the body is the text, not JSON). */
+  metrics(): Promise<ShopResponse<string>>
   /** `orgId` undefined sends no tenant header at all. */
   placeOrder(orgId: string | undefined, input: PlaceOrderInput): Promise<ShopResponse<PlacedOrder & ErrorBody>>
   orders(orgId: string | undefined): Promise<ShopResponse<{ orders: Order[] } & ErrorBody>>
@@ -48,6 +54,12 @@ export function createShopClient(baseUrl: string): ShopClient {
   return {
     health: () => call('GET', '/health'),
     stats: () => call('GET', '/stats'),
+    healthz: () => call('GET', '/healthz'),
+    readyz: () => call('GET', '/readyz'),
+    metrics: async () => {
+      const response = await fetch(new URL('/metrics', baseUrl))
+      return { status: response.status, body: await response.text() }
+    },
     placeOrder: (orgId, input) => call('POST', '/orders', orgId, input),
     orders: (orgId) => call('GET', '/orders', orgId),
     stock: (orgId) => call('GET', '/stock', orgId),

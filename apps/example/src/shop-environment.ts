@@ -1,4 +1,3 @@
-import { awsSecretsManager } from '@hyperconn/core'
 import type { Logger, Registry, SecretSource } from '@hyperconn/core'
 import { startFakeSecretsManager, startPostgres } from '@hyperconn/testkit'
 import type { FakeSecretsManager } from '@hyperconn/testkit'
@@ -8,12 +7,18 @@ import type { LocalSharedTenants } from './local-shared-tenants.js'
 import { provisionLocalTenants } from './local-tenants.js'
 import type { LocalTenantDatabase } from './local-tenants.js'
 import type { ShopConfig } from './shop-config.js'
+import { migrateStores } from './pricing-migrations.js'
 import { createShopRegistry, PRICING_SERVICE, REVIEWS_SERVICE } from './shop-registry.js'
+import { awsSecrets, LOCAL_REGION, localSecrets } from './shop-secrets.js'
+import { createShopTelemetry } from './shop-telemetry.js'
+import type { ShopTelemetry } from './shop-telemetry.js'
 import { prepareTenantDatabases } from './tenant-databases.js'
 
 export interface ShopEnvironment {
   readonly config: ShopConfig
   readonly registry: Registry
+  /** The registry's OpenTelemetry metrics, for `GET /metrics`. */
+  readonly telemetry: ShopTelemetry
   /**
    * Only in local mode: the fake Secrets Manager, the shop tenants' databases behind it, and the stores
    * database (undefined when the config names no store).
@@ -41,11 +46,12 @@ export interface StartShopEnvironmentOptions {
    * stops PostgreSQL last, after the requests it serves.
    */
   handleSignals?: boolean
+  /**
+   * Migrate the stores' pricing schemas (`migrations/pricing`) in this process once they are provisioned
+   * (default true). The demo passes false and runs the `hyperconn migrate` CLI before its traffic instead.
+   */
+  migrateStores?: boolean
 }
-
-const LOCAL_REGION = 'eu-west-1'
-/** The fake endpoint does not verify signatures, but the SDK insists on signing with something. */
-const LOCAL_CREDENTIALS = { accessKeyId: 'AKIALOCALEXAMPLE', secretAccessKey: 'local-secret-access-key' }
 
 /**
  * Everything outside the app: secret source, databases, registry; tenant databases migrated (and seeded).
@@ -75,11 +81,10 @@ export async function startShopEnvironment(
       cleanup.defer('fake Secrets Manager', () => secretsManager.close())
       step(`local Secrets Manager endpoint at ${secretsManager.endpoint}`)
       // The real AWS SDK path: SigV4-signed GetSecretValue over HTTP, only the endpoint is local.
-      secrets = awsSecretsManager({ region: LOCAL_REGION, endpoint: secretsManager.endpoint, credentials: LOCAL_CREDENTIALS })
+      secrets = localSecrets(secretsManager.endpoint)
       localServices = { adminUrl, secretsManager }
     } else {
-      // Region and credentials from the default chains (env, profile, SSO, container/instance role).
-      secrets = awsSecretsManager(config.region === undefined ? {} : { region: config.region })
+      secrets = awsSecrets(config.region)
     }
     // Databases created below are dropped after the registry (closed first) has let go of them. An
     // embedded server is deleted with all its databases; someone else's server (tests) is tidied up.
@@ -88,9 +93,12 @@ export async function startShopEnvironment(
       const failures = await databases.run()
       if (failures.length > 0) throw new AggregateError(failures, failures.map((f) => f.message).join('; '))
     })
+    const telemetry = createShopTelemetry()
+    cleanup.defer('metrics', () => telemetry.shutdown()) // after the registry: it stops reporting first
     const registry = createShopRegistry({
       project: config.project,
       secrets,
+      meterProvider: telemetry.meterProvider,
       ...(options.logger === undefined ? {} : { logger: options.logger }),
     })
     cleanup.defer('registry', () => registry.close({ timeoutMs: 5_000 }))
@@ -130,6 +138,15 @@ export async function startShopEnvironment(
         step(`created one database for ${stores.length} stores: pricing in a schema org_<orgId> each (role ${shared.pricingUser}),`)
         step(`  reviews in one table behind row-level security on app.tenant_id (role ${shared.reviewsUser}: not owner, no BYPASSRLS);`)
         step(`  their secrets fetched and bound ahead of traffic (registry.warm) while the schemas were being created`)
+        if (options.migrateStores !== false) {
+          const report = await migrateStores(registry, stores, options.signal)
+          const [failure] = report.failed
+          if (failure !== undefined) {
+            throw new Error(`migrating the pricing schema of ${report.failed.length} store(s) failed, ${failure.orgId} first: ${failure.error.message}`)
+          }
+          options.signal?.throwIfAborted()
+          step(`migrated the pricing schema of ${report.succeeded.length} stores (migrations/pricing) in ${report.durationMs} ms`)
+        }
       }
       local = { secretsManager, databases: own.value, shared }
     }
@@ -138,6 +155,7 @@ export async function startShopEnvironment(
     return {
       config,
       registry,
+      telemetry,
       local,
       close: async () => {
         const failures = await cleanup.run()

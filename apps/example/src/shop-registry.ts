@@ -1,5 +1,5 @@
 import { createRegistry } from '@hyperconn/core'
-import type { Logger, Registry, SecretSource } from '@hyperconn/core'
+import type { Logger, Registry, SecretSource, TelemetryOptions } from '@hyperconn/core'
 import { pricingSchemaOf } from './pricing-schemas.js'
 import { REVIEWS_TENANT_SETTING } from './reviews-policy.js'
 
@@ -28,6 +28,11 @@ export interface ShopRegistryOptions {
   project: string
   secrets: SecretSource
   logger?: Logger
+  /**
+   * Records the registry's OpenTelemetry metrics there (connections per physical pool, waits, timeouts,
+   * secret fetches, evictions, leaks); no telemetry without it.
+   */
+  meterProvider?: TelemetryOptions['meterProvider']
 }
 
 /**
@@ -55,5 +60,8 @@ export function createShopRegistry(options: ShopRegistryOptions): Registry {
     // An unknown org id is remembered for 30 s: a client hammering a bad tenant costs one secret lookup.
     secretCache: { ttlMs: 300_000, notFoundTtlMs: 30_000 },
     ...(options.logger === undefined ? {} : { logger: options.logger }),
+    // Pool names are `host:port/database@user`, never a secret; no org id attribute (one series per pool,
+    // not per tenant: thousands of stores would multiply every series).
+    ...(options.meterProvider === undefined ? {} : { telemetry: { meterProvider: options.meterProvider } }),
   })
 }

@@ -32,22 +32,25 @@ export interface ShopFixture {
 
 export async function startShopFixture(
   tenants: readonly string[],
-  options: { sharedTenants?: readonly string[] } = {},
+  options: { sharedTenants?: readonly string[]; migrateStores?: boolean } = {},
 ): Promise<ShopFixture> {
-  const env = await startShopEnvironment({
-    mode: 'local',
-    adminUrl: adminUrl(),
-    project: PROJECT,
-    tenants,
-    seed: true,
-    ...(options.sharedTenants === undefined ? {} : { sharedTenants: options.sharedTenants }),
-  })
+  const env = await startShopEnvironment(
+    {
+      mode: 'local',
+      adminUrl: adminUrl(),
+      project: PROJECT,
+      tenants,
+      seed: true,
+      ...(options.sharedTenants === undefined ? {} : { sharedTenants: options.sharedTenants }),
+    },
+    options.migrateStores === undefined ? {} : { migrateStores: options.migrateStores },
+  )
   const local = env.local
   if (local === undefined) throw new Error('expected a local environment')
   const pools = new Map<string, pg.Pool>()
   for (const database of local.databases) pools.set(database.orgId, new pg.Pool({ connectionString: database.adminUrl, max: 2 }))
   const storesPool = local.shared === undefined ? undefined : new pg.Pool({ connectionString: local.shared.adminUrl, max: 2 })
-  const app = createShopApp({ registry: env.registry })
+  const app = createShopApp({ registry: env.registry, telemetry: env.telemetry })
   const handlerErrors: unknown[] = []
   app.http.addHook('onError', async (_request, _reply, error) => {
     handlerErrors.push(error)

@@ -84,12 +84,38 @@ describe('the stores database is set up as each isolation mode expects', () => {
   })
 })
 
+describe('migrations/pricing, applied to every store at start-up (migrateTenants)', () => {
+  it("each store's schema has the currency column and its own schema_migrations with one record per migration", async () => {
+    const columns = await shop.storesSql<{ schema: string }>(
+      `SELECT table_schema AS schema FROM information_schema.columns WHERE table_name = 'prices' AND column_name = 'currency' ORDER BY 1`,
+    )
+    expect(columns.map((c) => c.schema)).toEqual(STORES.map((orgId) => `org_${orgId}`))
+    const records = await shop.storesSql<{ schema: string; name: string }>(
+      `SELECT table_schema AS schema FROM information_schema.tables WHERE table_name = 'schema_migrations' ORDER BY 1`,
+    )
+    expect(records.map((r) => r.schema)).toEqual(STORES.map((orgId) => `org_${orgId}`))
+    for (const orgId of STORES) {
+      const names = await shop.storesSql<{ name: string }>(`SELECT name FROM "org_${orgId}".schema_migrations`)
+      expect(names).toEqual([{ name: '001_price_currency' }])
+    }
+  })
+
+  it('a rerun applies nothing', async () => {
+    const { migrateStores } = await import('../src/pricing-migrations.js')
+    const report = await migrateStores(shop.env.registry, STORES)
+    expect(report).toMatchObject({ total: STORES.length, failed: [], locked: [], notStarted: [] })
+    expect(report.succeeded).toHaveLength(STORES.length)
+    const [row] = await shop.storesSql<{ n: number }>(`SELECT count(*)::int AS n FROM "org_${STORES[0]}".schema_migrations`)
+    expect(row?.n).toBe(1)
+  })
+})
+
 describe('GET /prices (a schema per store)', () => {
   it('every store sees exactly its own price list, all on one physical pool of at most pool.max connections', async () => {
     const seen = await Promise.all(STORES.map(async (orgId) => [orgId, await pricesOf(orgId)] as const))
     for (const [orgId, prices] of seen) {
       expect(prices).toEqual(
-        [...priceListFor(orgId)].sort((a, b) => a.sku.localeCompare(b.sku)).map((p) => ({ ...p, orgId })),
+        [...priceListFor(orgId)].sort((a, b) => a.sku.localeCompare(b.sku)).map((p) => ({ ...p, currency: 'EUR', orgId })),
       )
     }
     const pools = poolsOf(pricingUser)

@@ -1,10 +1,14 @@
 export { createRegistry, Registry } from './registry/tenant-registry.js'
 export { withRegistryScope } from './registry/scoped-handler.js'
+export { migrateTenants } from './migrations/migrate-tenants.js'
+export type { FailedMigration, MigrateTenantsOptions, MigrationProgress, MigrationRegistry, MigrationReport } from './migrations/migrate-tenants.js'
 export type { ScopeRunner } from './registry/scoped-handler.js'
 export type {
   CloseOptions,
+  HealthReport,
   PhysicalPoolStats,
   RegistryStats,
+  ServerHealth,
   ServerStats,
   ServiceOf,
   TenantPoolStats,
@@ -21,6 +25,7 @@ export type {
 } from './registry/registry-options.js'
 export type { EvictionReason, RegistryEventName, RegistryEvents, RegistryListener } from './registry/registry-events.js'
 export type { HookConnection, LeakDetectionOptions, LifecycleHooks } from './pools/lease-hooks.js'
+export type { TelemetryOptions } from './telemetry/telemetry-options.js'
 export type { Logger } from './registry/registry-logger.js'
 export type { Clock, TimerHandle } from './clock.js'
 export { TenantPool } from './pools/tenant-pool.js'

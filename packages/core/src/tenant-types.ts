@@ -41,6 +41,10 @@ export interface TenantPoolAccess {
   assertOpen(): void
   /** Throws `UnsupportedError` when the tenant's service cannot keep session state (behind a transaction pooler). */
   assertSessions(key: TenantKey): void
+  /** With telemetry: runs a transaction that begins inside a `hyperconn.transaction` span. */
+  readonly traceTransaction?: <T>(key: TenantKey, options: TransactionOptions, propagation: Propagation, run: () => Promise<T>) => Promise<T>
+  /** The tenant's schema when its service isolates by schema, else undefined. */
+  schemaOf(key: TenantKey): string | undefined
 }
 
 /** `'read uncommitted'` is accepted and runs as `'read committed'`, as PostgreSQL does. */
@@ -92,6 +96,11 @@ export interface TenantConnection extends AsyncDisposable {
 export interface Tenant<TService extends string = string> {
   readonly orgId: string
   readonly service: TService
+  /**
+   * The tenant's schema when the service isolates by schema (`isolation: { schema }`), else undefined: for
+   * tools that need it spelled out, such as a migrator's own table.
+   */
+  readonly schema: string | undefined
   /** The tenant's `pg.Pool`, as `registry.getPool(service, orgId)`: outside any transaction. */
   pool(): Promise<Pool>
   /** Runs on this tenant's active transaction if there is one, else on a pooled connection. */

@@ -34,6 +34,14 @@ export interface KnexAdapterOptions<TService extends string = string> {
   asyncStackTraces?: boolean
   compileSqlOnError?: boolean
   useNullAsDefault?: boolean
+  /**
+   * knex's `migrations` config (`directory`, `tableName`, `schemaName`, `loadExtensions`, `migrationSource`,
+   * `disableTransactions`, ...): the defaults of `getDb(orgId).migrate.*`, which also take a config per call.
+   * Every query of a migration run goes through core, on the tenant's connections and transactions.
+   */
+  migrations?: Knex.MigratorConfig
+  /** knex's `seeds` config (`directory`, `loadExtensions`, `seedSource`, ...): defaults of `getDb(orgId).seed.run()`. */
+  seeds?: Knex.SeederConfig
 }
 
 /** What `createKnexAdapter` returns. */
@@ -55,6 +63,8 @@ const PASSTHROUGH_OPTIONS = [
   'asyncStackTraces',
   'compileSqlOnError',
   'useNullAsDefault',
+  'migrations',
+  'seeds',
 ] as const
 
 // Options a knex user may carry over, and why each cannot apply here.
@@ -67,8 +77,6 @@ const REFUSED_OPTIONS: Readonly<Record<string, string>> = {
   acquireConnectionTimeout: 'configure it as createRegistry({ pool: { connectionTimeoutMillis } })',
   searchPath:
     'a session search_path would leak to every adapter sharing the pooled connection; use .withSchema() or schema-qualified names',
-  migrations: 'migrations are not supported by @hyperconn/knex yet',
-  seeds: 'seeds are not supported by @hyperconn/knex yet',
 }
 
 const KNOWN_OPTIONS: ReadonlySet<string> = new Set(['service', 'maxInstances', 'version', ...PASSTHROUGH_OPTIONS])
@@ -77,6 +85,12 @@ function validateOptions(options: KnexAdapterOptions): void {
   validateAdapterOptions('createKnexAdapter', options, { known: KNOWN_OPTIONS, refused: REFUSED_OPTIONS })
   if (options.version !== undefined && !Number.isFinite(Number.parseFloat(options.version))) {
     throw new InvalidOptionsError('createKnexAdapter: version must be a PostgreSQL version such as "16.4".')
+  }
+  for (const key of ['migrations', 'seeds'] as const) {
+    const value: unknown = options[key]
+    if (value !== undefined && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+      throw new InvalidOptionsError(`createKnexAdapter: ${key} must be knex's ${key} config object (e.g. { directory: './${key}' }).`)
+    }
   }
 }
 

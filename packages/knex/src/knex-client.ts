@@ -120,6 +120,10 @@ export class TenantKnexClient extends ClientPG {
     if (binding.transaction !== undefined) this.transacting = true
     const parent = binding.parent
     if (parent !== undefined) {
+      // As makeTxClient: one config object with the parent's client. knex's migrator turns identifier and
+      // response processing off on its instance (disableProcessing) for its own queries run through `trx`,
+      // and back on (enableProcessing) around each migration, by mutating that config.
+      this.config = parent.config
       // As knex's makeTxClient: the parent instance's listeners see the transaction's queries too.
       for (const event of ['start', 'query', 'query-error', 'query-response'] as const) {
         this.on(event, (...args: unknown[]) => parent.emit(event, ...args))

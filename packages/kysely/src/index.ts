@@ -1,2 +1,2 @@
 export { createKyselyAdapter } from './kysely-adapter.js'
-export type { KyselyAdapter, KyselyAdapterOptions } from './kysely-adapter.js'
+export type { KyselyAdapter, KyselyAdapterOptions, TenantMigratorProps } from './kysely-adapter.js'

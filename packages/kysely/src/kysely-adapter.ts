@@ -1,8 +1,8 @@
 import type { Registry, ServiceOf, Tenant } from '@hyperconn/core'
 import { InvalidOptionsError } from '@hyperconn/core'
 import { InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
-import { Kysely, Transaction } from 'kysely'
-import type { KyselyConfig, KyselyPlugin, LogConfig } from 'kysely'
+import { Kysely, Migrator, Transaction } from 'kysely'
+import type { KyselyConfig, KyselyPlugin, LogConfig, MigratorProps } from 'kysely'
 import { TenantDialect, TenantDriver } from './kysely-driver.js'
 import { TenantKysely } from './tenant-kysely.js'
 
@@ -25,7 +25,16 @@ export interface KyselyAdapter<DB> {
    * its secret and pool are resolved by the first query, which rejects if that fails.
    */
   getDb(orgId: string): Kysely<DB>
+  /**
+   * Kysely's `Migrator` for one org: `new Migrator({ ...props, db: getDb(orgId) })`, and when the service
+   * isolates by schema (`isolation: { schema }`), `migrationTableSchema` defaults to the tenant's schema, so
+   * its `kysely_migration` tables are the tenant's own (Kysely would otherwise find another tenant's).
+   */
+  migrator(orgId: string, props: TenantMigratorProps): Migrator
 }
+
+/** Kysely's `MigratorProps` without `db`, which `migrator(orgId, props)` fills in. */
+export type TenantMigratorProps = Omit<MigratorProps, 'db'>
 
 // The adapter subclasses these and relies on their methods (see the README's "Kysely internals"); fail
 // at setup rather than on the first transaction if a Kysely release changed them.
@@ -88,7 +97,15 @@ export function createKyselyAdapter<DB, R extends Registry<any> = Registry>(
     (orgId) => createDb<DB>(registry.tenant(orgId, service), options),
     maxInstances,
   )
-  return Object.freeze({
-    getDb: (orgId: string): Kysely<DB> => cache.get(orgId),
-  })
+  const getDb = (orgId: string): Kysely<DB> => cache.get(orgId)
+  const migrator = (orgId: string, props: TenantMigratorProps): Migrator => {
+    if (typeof props !== 'object' || props === null) {
+      throw new InvalidOptionsError('migrator(orgId, props): props must be Kysely\'s MigratorProps without db, e.g. { provider }.')
+    }
+    const db = getDb(orgId)
+    // Kysely looks for its migration table in every schema; with a schema per tenant it must be told which one.
+    const schema = props.migrationTableSchema ?? registry.tenant(orgId, service).schema
+    return new Migrator(schema === undefined ? { ...props, db } : { ...props, db, migrationTableSchema: schema })
+  }
+  return Object.freeze({ getDb, migrator })
 }

@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto'
 import type { Tenant, TenantConnection } from '@hyperconn/core'
 import { TransactionPropagationError, UnsupportedError } from '@hyperconn/core'
-import { PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler } from 'kysely'
+import { PostgresAdapter, PostgresIntrospector, PostgresQueryCompiler, sql } from 'kysely'
 import type {
   CompiledQuery,
   DatabaseConnection,
@@ -9,6 +10,7 @@ import type {
   DialectAdapter,
   Driver,
   Kysely,
+  MigrationLockOptions,
   QueryCompiler,
   QueryResult,
 } from 'kysely'
@@ -133,6 +135,38 @@ export class TenantDriver implements Driver {
   async destroy(): Promise<void> {}
 }
 
+// As Kysely's PostgresAdapter: wait at most an hour for another migrator.
+const MIGRATION_LOCK_TIMEOUT_MS = 60 * 60 * 1000
+
+/** The advisory lock key of one schema's migration lock table: the first 64 bits of a SHA-256. */
+function migrationLockKey(schema: string, lockTable: string): string {
+  return createHash('sha256').update(`kysely_migration_lock\0${schema}\0${lockTable}`).digest().readBigInt64BE(0).toString()
+}
+
+/**
+ * Kysely's PostgresAdapter takes one advisory lock per database for every `Migrator`, so the migrators of
+ * tenants that share a database (one schema each) would run one after another. With `migrationTableSchema`
+ * set (as `migrator(orgId)` does for schema tenants), the lock is that schema's migration lock table's
+ * instead; without it, Kysely's own lock.
+ */
+export class TenantPostgresAdapter extends PostgresAdapter {
+  override async acquireMigrationLock(db: Kysely<any>, options: MigrationLockOptions): Promise<void> {
+    if (options.lockTableSchema === undefined) return super.acquireMigrationLock(db, options)
+    const key = migrationLockKey(options.lockTableSchema, options.lockTable)
+    await sql`
+      with set_timeout as (
+        select set_config('lock_timeout', ${sql.lit(String(MIGRATION_LOCK_TIMEOUT_MS))}, true) as config_val
+      )
+      select pg_advisory_lock(${sql.lit(key)}::bigint)
+      from set_timeout`.execute(db)
+  }
+
+  override async releaseMigrationLock(db: Kysely<any>, options: MigrationLockOptions): Promise<void> {
+    if (options.lockTableSchema === undefined) return super.releaseMigrationLock(db, options)
+    await sql`select pg_advisory_unlock(${sql.lit(migrationLockKey(options.lockTableSchema, options.lockTable))}::bigint)`.execute(db)
+  }
+}
+
 /** Kysely's PostgreSQL compiler, adapter and introspector around a `TenantDriver`. */
 export class TenantDialect implements Dialect {
   readonly #driver: TenantDriver
@@ -150,7 +184,7 @@ export class TenantDialect implements Dialect {
   }
 
   createAdapter(): DialectAdapter {
-    return new PostgresAdapter()
+    return new TenantPostgresAdapter()
   }
 
   createIntrospector(db: Kysely<any>): DatabaseIntrospector {

@@ -15,7 +15,7 @@ export interface FakeSecretsManager extends AsyncDisposable {
   deleteSecret(name: string): void
   /** GetSecretValue calls (all, including failed/faulted ones) per secret name and in total. */
   getSecretValueCalls(name?: string): number
-  /** All requests by X-Amz-Target operation name (e.g. 'GetSecretValue'). */
+  /** All requests by X-Amz-Target operation name (e.g. 'GetSecretValue', 'ListSecrets'). */
   calls(operation: string): number
   resetCounters(): void
   /**
@@ -23,9 +23,10 @@ export interface FakeSecretsManager extends AsyncDisposable {
    * sockets so clients get ECONNREFUSED (no requests arrive to count, so `times` is rejected); any other mode
    * re-listens on the same port. 'hang' holds requests unanswered until the next setFault() call with another
    * mode (then they are answered normally; with `times`, even after the count ran out) or close() (then their
-   * sockets are destroyed).
+   * sockets are destroyed). With `operation` (e.g. 'ListSecrets'), only requests of that operation take the fault
+   * (and count towards `times`); others are answered normally ('refuse' cannot be limited to one operation).
    */
-  setFault(fault: SecretsManagerFault, options?: { times?: number }): Promise<void>
+  setFault(fault: SecretsManagerFault, options?: { times?: number; operation?: string }): Promise<void>
   /** Delay before every answer, on real timers (captured at import, so vi.useFakeTimers() does not stall it). */
   setDelay(ms: number): void
   /** Authorization header of the last request (SigV4: `AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/secretsmanager/aws4_request, ...`). */
@@ -53,6 +54,10 @@ export async function startFakeSecretsManager(options: StartFakeSecretsManagerOp
 const HOST = '127.0.0.1'
 const ACCOUNT = '123456789012'
 const TARGET_PREFIX = 'secretsmanager.'
+/** ListSecrets page size when MaxResults is not given, and the largest MaxResults the service accepts. */
+const LIST_PAGE_MAX = 100
+/** Characters of a ListSecrets filter value (`!` negates), as the service's API reference gives them. */
+const FILTER_VALUE = /^!?[a-zA-Z0-9 :_@/+=.\-!]*$/
 const realSetTimeout = globalThis.setTimeout
 
 interface SecretVersion {
@@ -62,6 +67,8 @@ interface SecretVersion {
 }
 
 interface StoredSecret {
+  /** Creation order: ListSecrets sorts by it (like the service's creation date) and pages after it. */
+  readonly seq: number
   readonly name: string
   readonly arn: string
   readonly created: number
@@ -99,6 +106,8 @@ class LocalSecretsManager implements FakeSecretsManager {
   #getCallsTotal = 0
   #fault: SecretsManagerFault = 'none'
   #faultRemaining: number | undefined
+  #faultOperation: string | undefined
+  #seq = 0
   #delayMs = 0
   #lastAuthorization: string | undefined
   #port = 0
@@ -110,6 +119,7 @@ class LocalSecretsManager implements FakeSecretsManager {
     DescribeSecret: (input) => this.#describeSecret(input),
     CreateSecret: (input) => this.#createSecret(input),
     PutSecretValue: (input) => this.#putSecretValue(input),
+    ListSecrets: (input) => this.#listSecrets(input),
   }
 
   constructor(region: string) {
@@ -165,17 +175,24 @@ class LocalSecretsManager implements FakeSecretsManager {
     this.#getCallsTotal = 0
   }
 
-  async setFault(fault: SecretsManagerFault, options: { times?: number } = {}): Promise<void> {
+  async setFault(fault: SecretsManagerFault, options: { times?: number; operation?: string } = {}): Promise<void> {
     if (this.#closing !== undefined) throw new Error('fake Secrets Manager is closed')
-    const times = options.times
+    const { times, operation } = options
     if (times !== undefined && !(Number.isInteger(times) && times > 0)) {
       throw new RangeError(`setFault times must be a positive integer, got ${times}`)
     }
     if (fault === 'refuse' && times !== undefined) {
       throw new TypeError("setFault('refuse') cannot take `times`: refused connections never reach the server to be counted")
     }
+    if (operation !== undefined && (typeof operation !== 'string' || operation === '')) {
+      throw new TypeError('setFault operation must be an operation name such as "ListSecrets"')
+    }
+    if (fault === 'refuse' && operation !== undefined) {
+      throw new TypeError("setFault('refuse') cannot take `operation`: a refused connection never says which operation it was for")
+    }
     this.#fault = fault
     this.#faultRemaining = fault === 'none' ? undefined : times
+    this.#faultOperation = fault === 'none' ? undefined : operation
     if (fault !== 'hang') this.#releaseHeld()
     if (fault === 'refuse') {
       this.#refuse()
@@ -228,12 +245,14 @@ class LocalSecretsManager implements FakeSecretsManager {
     for (const release of held) release()
   }
 
-  /** Consumes one request's worth of the current fault. */
-  #takeFault(): SecretsManagerFault {
+  /** Consumes one request's worth of the current fault, if it applies to `operation`. */
+  #takeFault(operation: string): SecretsManagerFault {
     const fault = this.#fault
+    if (fault === 'none' || (this.#faultOperation !== undefined && this.#faultOperation !== operation)) return 'none'
     if (this.#faultRemaining !== undefined && --this.#faultRemaining === 0) {
       this.#fault = 'none'
       this.#faultRemaining = undefined
+      this.#faultOperation = undefined
     }
     return fault
   }
@@ -254,7 +273,7 @@ class LocalSecretsManager implements FakeSecretsManager {
     }
     if (operation === 'GetSecretValue') this.#countGetSecretValue(input?.SecretId)
 
-    const fault = this.#takeFault()
+    const fault = this.#takeFault(operation)
     if (fault === 'hang') {
       await new Promise<void>((release) => {
         this.#held.add(release)
@@ -383,9 +402,52 @@ class LocalSecretsManager implements FakeSecretsManager {
     return { ARN: secret.arn, Name: secret.name, VersionId: version.id, VersionStages: ['AWSCURRENT'] }
   }
 
+  /**
+   * Oldest first. Filters: `name` only (a case-sensitive prefix of the name; `!` negates; several values
+   * of one filter are ORed, several filters ANDed). NextToken is opaque: the creation order of the last
+   * secret of the page, so secrets created or deleted between pages neither repeat nor shift others.
+   */
+  #listSecrets(input: Record<string, unknown>): object {
+    const limit = input.MaxResults ?? LIST_PAGE_MAX
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > LIST_PAGE_MAX) {
+      throw new ServiceError(
+        400,
+        'ValidationException',
+        `1 validation error detected: Value '${JSON.stringify(limit)}' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and ${LIST_PAGE_MAX}`,
+      )
+    }
+    const filters = listFilters(input.Filters)
+    let after = -1
+    if (input.NextToken !== undefined) {
+      const token = typeof input.NextToken === 'string' ? decodeToken(input.NextToken) : undefined
+      if (token === undefined) throw new ServiceError(400, 'InvalidNextTokenException', 'The NextToken value is invalid.')
+      after = token
+    }
+    const matching = [...this.#secrets.values()]
+      .filter((secret) => secret.seq > after && filters.every((filter) => filter(secret.name)))
+      .sort((a, b) => a.seq - b.seq)
+    const page = matching.slice(0, limit)
+    const last = page.at(-1)
+    return {
+      SecretList: page.map((secret) => ({
+        ARN: secret.arn,
+        Name: secret.name,
+        ...(secret.description === undefined ? {} : { Description: secret.description }),
+        CreatedDate: secret.created,
+        LastChangedDate: secret.current?.created ?? secret.created,
+        SecretVersionsToStages: {
+          ...(secret.current === undefined ? {} : { [secret.current.id]: ['AWSCURRENT'] }),
+          ...(secret.previous === undefined ? {} : { [secret.previous.id]: ['AWSPREVIOUS'] }),
+        },
+      })),
+      ...(matching.length > limit && last !== undefined ? { NextToken: encodeToken(last.seq) } : {}),
+    }
+  }
+
   #newSecret(name: string, value: string | undefined, description: string | undefined, versionId: string | undefined): StoredSecret {
     const created = nowSeconds()
     return {
+      seq: this.#seq++,
       name,
       // Real ARNs end in '-' plus 6 random characters.
       arn: `arn:aws:secretsmanager:${this.region}:${ACCOUNT}:secret:${name}-${randomBytes(3).toString('hex')}`,
@@ -401,6 +463,46 @@ class LocalSecretsManager implements FakeSecretsManager {
     secret.previous = secret.current
     secret.current = version
     return version
+  }
+}
+
+/** `Filters: [{ Key: 'name', Values: [...] }]` as predicates on the secret name. */
+function listFilters(input: unknown): Array<(name: string) => boolean> {
+  if (input === undefined) return []
+  if (!Array.isArray(input) || input.length > 10) {
+    throw new ServiceError(400, 'InvalidParameterException', 'Filters must be a list of at most 10 { Key, Values } filters.')
+  }
+  return input.map((filter: unknown) => {
+    const { Key: key, Values: values } = (typeof filter === 'object' && filter !== null ? filter : {}) as Record<string, unknown>
+    if (key !== 'name') {
+      throw new ServiceError(400, 'InvalidParameterException', `Filter key ${JSON.stringify(key)} is not supported by this fake (only "name").`)
+    }
+    if (
+      !Array.isArray(values) ||
+      values.length < 1 ||
+      values.length > 10 ||
+      !values.every((v): v is string => typeof v === 'string' && v.length <= 512 && FILTER_VALUE.test(v))
+    ) {
+      throw new ServiceError(400, 'InvalidParameterException', 'A filter needs 1 to 10 Values of at most 512 characters [a-zA-Z0-9 :_@/+=.-!].')
+    }
+    const tests = values.map((value) =>
+      value.startsWith('!') ? (name: string) => !name.startsWith(value.slice(1)) : (name: string) => name.startsWith(value),
+    )
+    return (name: string) => tests.some((test) => test(name))
+  })
+}
+
+function encodeToken(seq: number): string {
+  return Buffer.from(JSON.stringify({ after: seq })).toString('base64url')
+}
+
+function decodeToken(token: string): number | undefined {
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'))
+    const after = (parsed as { after?: unknown } | null)?.after
+    return typeof after === 'number' && Number.isInteger(after) ? after : undefined
+  } catch {
+    return undefined
   }
 }
 

@@ -249,9 +249,12 @@ class RunningPostgres implements PostgresServer, TrackedServer {
 
     // 4. Ready once postmaster.pid names it and its status line (the 8th, PostgreSQL >= 10) says so.
     const deadline = Date.now() + RESTART_START_TIMEOUT_MS
-    for (;;) {
+    // Bounded by the deadline below (a synchronous wait on purpose: the loop stays blocked).
+    const ready = (): boolean => {
       const lines = readPostmasterPid(dataDir)
-      if (lines[0] === String(pid) && lines[7]?.trim() === 'ready') break
+      return lines[0] === String(pid) && lines[7]?.trim() === 'ready'
+    }
+    while (!ready()) {
       if (processEnded(pid) === true) this.#restartFailed('postgres exited before it was ready')
       if (Date.now() >= deadline) {
         signal(pid, 'SIGQUIT')

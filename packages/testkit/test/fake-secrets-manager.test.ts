@@ -107,6 +107,71 @@ describe('fake Secrets Manager wire protocol', () => {
     }
   })
 
+  it('lists secrets oldest first, by name prefix (case-sensitive, ! negates), in MaxResults pages with NextToken', async () => {
+    await using fake = await startFakeSecretsManager()
+    for (let i = 0; i < 7; i++) fake.setSecret(`p-org${i}`, { i })
+    fake.setSecret('P-org9', 'v')
+    fake.setSecret('q-org1', 'v')
+    const filter = { Filters: [{ Key: 'name', Values: ['p-'] }] }
+
+    const first = await call(fake, 'ListSecrets', { ...filter, MaxResults: 3 })
+    expect(first.status).toBe(200)
+    const page1 = (await first.json()) as { SecretList: Array<Record<string, unknown>>; NextToken?: string }
+    expect(page1.SecretList.map((s) => s.Name)).toEqual(['p-org0', 'p-org1', 'p-org2'])
+    expect(page1.SecretList[0]).toMatchObject({ ARN: expect.stringContaining(':secret:p-org0-') as unknown })
+    expect(Object.values(page1.SecretList[0]!.SecretVersionsToStages as object)).toEqual([['AWSCURRENT']])
+    expect(typeof page1.NextToken).toBe('string')
+
+    // A secret deleted or created between pages neither repeats nor shifts the others.
+    fake.deleteSecret('p-org3')
+    fake.setSecret('p-org7', 'v')
+    const names: string[] = []
+    let token = page1.NextToken
+    while (token !== undefined) {
+      const page = (await (await call(fake, 'ListSecrets', { ...filter, MaxResults: 3, NextToken: token })).json()) as {
+        SecretList: Array<{ Name: string }>
+        NextToken?: string
+      }
+      expect(page.SecretList.length).toBeLessThanOrEqual(3)
+      names.push(...page.SecretList.map((s) => s.Name))
+      token = page.NextToken
+    }
+    expect(names).toEqual(['p-org4', 'p-org5', 'p-org6', 'p-org7'])
+    expect(fake.calls('ListSecrets')).toBe(3)
+
+    const all = (await (await call(fake, 'ListSecrets', {})).json()) as { SecretList: unknown[]; NextToken?: string }
+    expect(all.SecretList).toHaveLength(9)
+    expect(all.NextToken).toBeUndefined()
+    const negated = (await (await call(fake, 'ListSecrets', { Filters: [{ Key: 'name', Values: ['!p-'] }] })).json()) as {
+      SecretList: Array<{ Name: string }>
+    }
+    expect(negated.SecretList.map((s) => s.Name)).toEqual(['P-org9', 'q-org1'])
+  })
+
+  it('refuses bad ListSecrets input as the service does', async () => {
+    await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
+    const tooMany = await call(fake, 'ListSecrets', { MaxResults: 101 })
+    expect(tooMany.status).toBe(400)
+    expect(await tooMany.json()).toMatchObject({ __type: 'ValidationException' })
+    const badToken = await call(fake, 'ListSecrets', { NextToken: 'nope' })
+    expect(await badToken.json()).toMatchObject({ __type: 'InvalidNextTokenException' })
+    const badKey = await call(fake, 'ListSecrets', { Filters: [{ Key: 'tag-key', Values: ['x'] }] })
+    expect(await badKey.json()).toMatchObject({ __type: 'InvalidParameterException' })
+    const badValue = await call(fake, 'ListSecrets', { Filters: [{ Key: 'name', Values: ['a#b'] }] })
+    expect(await badValue.json()).toMatchObject({ __type: 'InvalidParameterException' })
+  })
+
+  it('limits a fault to one operation: other operations are answered and do not count towards `times`', async () => {
+    await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
+    await fake.setFault('throttle', { times: 1, operation: 'ListSecrets' })
+    expect((await call(fake, 'GetSecretValue', { SecretId: 's' })).status).toBe(200)
+    const throttled = await call(fake, 'ListSecrets', {})
+    expect(throttled.status).toBe(400)
+    expect(await throttled.json()).toMatchObject({ __type: 'ThrottlingException' })
+    expect((await call(fake, 'ListSecrets', {})).status).toBe(200)
+    await expect(fake.setFault('refuse', { operation: 'ListSecrets' })).rejects.toThrow(TypeError)
+  })
+
   it('records the Authorization header and deletes secrets', async () => {
     await using fake = await startFakeSecretsManager({ secrets: { s: 'v' } })
     expect(fake.lastAuthorization).toBeUndefined()

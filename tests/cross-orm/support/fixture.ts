@@ -1,5 +1,5 @@
 import { createRegistry, staticSecrets } from '@hyperconn/core'
-import type { IsolationLevel, LifecycleHooks, Registry, Tenant } from '@hyperconn/core'
+import type { IsolationLevel, LifecycleHooks, Registry, TelemetryOptions, Tenant } from '@hyperconn/core'
 import { createDrizzleAdapter } from '@hyperconn/drizzle'
 import type { DrizzleTransaction } from '@hyperconn/drizzle'
 import { createKnexAdapter } from '@hyperconn/knex'
@@ -266,6 +266,8 @@ export interface CrossOrmOptions {
   connections?: number
   /** Lifecycle hooks of the registry. */
   hooks?: LifecycleHooks
+  /** The registry's telemetry option. */
+  telemetry?: boolean | TelemetryOptions
 }
 
 export interface CrossOrm extends AsyncDisposable {
@@ -322,6 +324,7 @@ export function crossOrmDatabases(tenants = 1, prefix = 'xorm'): CrossOrmDatabas
         // Test files run two at a time against one server with max_connections 100.
         connections: { max: options.connections ?? 24 },
         ...(options.hooks === undefined ? {} : { hooks: options.hooks }),
+        ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
       })
       const adapters: Adapters = {
         drizzle: createDrizzleAdapter(registry, { service: 'core', schema }),

@@ -13,6 +13,7 @@ import { FairQueue } from './fair-queue.js'
 import type { LifecycleHooks } from './lease-hooks.js'
 import { enterScope, scopeOf } from './lease-scope.js'
 import { LeakWatch } from './leak-watch.js'
+import type { AcquireNote, RegistryTelemetry } from '../telemetry/registry-telemetry.js'
 import type { PooledConnection, TargetPool } from './target-pool.js'
 import type { TargetPoolCache } from './target-pool-cache.js'
 import type { TenantBinding } from './tenant-binding.js'
@@ -33,6 +34,8 @@ export interface LeasePolicy {
   readonly leakDetection: { readonly thresholdMs: number; readonly destroy: boolean } | undefined
   /** An idle connection unused for at least this long is validated before it is handed out. */
   readonly validateAfterIdleMs: number
+  /** OpenTelemetry, when the registry's `telemetry` option is set. */
+  readonly telemetry: RegistryTelemetry | undefined
 }
 
 /** A checkout taken from its holder or held too long, as the registry reports it. */
@@ -80,6 +83,8 @@ interface Waiter {
   readonly reject: (error: Error) => void
   /** The limit that held it back last time it was offered a turn. */
   blockedBy: SaturatedLimit
+  /** With telemetry: the waiter's trace context, so a connection opened for it is traced in its request. */
+  readonly context: unknown
 }
 
 interface Server {
@@ -98,6 +103,20 @@ interface Server {
    * not tried yet). Waiters held back by their pool's max or their tenant's share need a release instead.
    */
   roomWaiters: number
+  /** Last time a connection to it opened, and the last failure to open one (redacted), for health(). */
+  lastOpenedAt: number | undefined
+  lastFailure: { readonly message: string; readonly sqlState: string | undefined; readonly at: number; readonly network: boolean } | undefined
+}
+
+/** One server as `registry.health()` reports it. */
+export interface ServerHealthRecord {
+  readonly server: string
+  readonly max: number | undefined
+  readonly open: number
+  readonly idle: number
+  readonly waiting: number
+  readonly lastOpenedAt: number | undefined
+  readonly lastFailure: Server['lastFailure']
 }
 
 const NEEDS_ROOM: ReadonlySet<SaturatedLimit> = new Set(['connections.max', 'eviction.maxPools'])
@@ -146,7 +165,12 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   #onAllReleased: (() => void) | undefined
   /** Offered a queued waiter by the fair queue: starts it, or records what holds it back. */
   readonly #serve = (waiter: Waiter): boolean => {
-    const started = this.#tryStart(waiter.usage, waiter.binding, waiter.server)
+    // Served by whoever released a connection: a connection opened for the waiter belongs to its own trace.
+    const telemetry = this.#policy.telemetry
+    const started =
+      telemetry === undefined
+        ? this.#tryStart(waiter.usage, waiter.binding, waiter.server)
+        : telemetry.within(waiter.context, () => this.#tryStart(waiter.usage, waiter.binding, waiter.server))
     if (typeof started === 'string') {
       this.#blockedBy(waiter, started)
       return false
@@ -199,6 +223,19 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     }))
   }
 
+  /** Per server: budget, waiting callers and the last connection outcome (for `registry.health()`). */
+  health(): ServerHealthRecord[] {
+    return [...this.#servers.values()].map((server) => ({
+      server: server.budget.server,
+      max: server.budget.max,
+      open: server.budget.open,
+      idle: server.budget.idle,
+      waiting: server.queue.size,
+      lastOpenedAt: server.lastOpenedAt,
+      lastFailure: server.lastFailure,
+    }))
+  }
+
   /** Tenants holding or waiting for connections now. */
   activeTenants(): { service: string; orgId: string; checkedOut: number; waiting: number }[] {
     const out: { service: string; orgId: string; checkedOut: number; waiting: number }[] = []
@@ -210,6 +247,22 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     return out
   }
 
+  /** Callers waiting now, by the name of the pool they wait for (its target's label before it exists). */
+  pendingByPool(): Map<string, number> {
+    const pending = new Map<string, number>()
+    for (const server of this.#servers.values()) {
+      for (const waiter of server.byAge) {
+        const name = this.#poolName(waiter.binding)
+        pending.set(name, (pending.get(name) ?? 0) + 1)
+      }
+    }
+    return pending
+  }
+
+  #poolName(binding: TenantBinding): string {
+    return this.#pools.get(binding.target)?.name ?? this.#pools.peekName(binding.target)
+  }
+
   /** What one tenant holds and waits for now. */
   usage(key: TenantKey): { checkedOut: number; waiting: number } {
     const usage = this.#usage.get(key.service)?.get(key.orgId)
@@ -217,10 +270,18 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   }
 
   /** A connection for this tenant, checked out through every rule above. */
-  async acquire(key: TenantKey): Promise<PoolLease> {
+  acquire(key: TenantKey): Promise<PoolLease> {
+    const telemetry = this.#policy.telemetry
+    if (telemetry === undefined) return this.#acquire(key, undefined)
+    const note: AcquireNote = { poolName: undefined, waitedMs: 0, queued: false }
+    return telemetry.traced() ? telemetry.acquireSpan(key, note, () => this.#acquire(key, note)) : this.#acquire(key, note)
+  }
+
+  async #acquire(key: TenantKey, note: AcquireNote | undefined): Promise<PoolLease> {
     if (this.#closed) throw new RegistryClosedError()
     // Before the first await, so the stack is the caller's; only when someone will read it.
     const origin = this.#watch === undefined ? undefined : captureOrigin()
+    const started = note === undefined ? 0 : this.#clock.now()
     const cached = this.#bindings.get(key)
     let binding = cached instanceof Promise ? await cached : cached
     let authRetried = false
@@ -231,7 +292,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       if (this.#closed) throw new RegistryClosedError()
       let conn: PooledConnection
       try {
-        conn = await this.#checkout(binding)
+        conn = await this.#checkout(binding, note)
       } catch (error) {
         if (!authRetried && !this.#closed && AUTH_FAILURES.has(sqlStateOf(error) ?? '')) {
           authRetried = true
@@ -255,6 +316,11 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
           lease.release(true)
           throw hookFailed('onClaim', binding, error)
         }
+      }
+      if (note !== undefined) {
+        note.poolName = conn.pool.name
+        note.waitedMs = this.#clock.now() - started
+        this.#policy.telemetry?.waited(note.poolName, key, note.waitedMs)
       }
       this.#track(lease)
       return lease
@@ -287,7 +353,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   /** Leak detection and scopes watch the checkout. */
   #track(lease: Lease): void {
     const scope = scopeOf<Lease>(this)
-    if (this.#watch === undefined && scope === undefined) return
+    if (this.#watch === undefined && scope === undefined && this.#policy.telemetry === undefined) return
     lease.acquiredAt = this.#clock.now()
     this.#watch?.add(lease)
     if (scope === undefined) return
@@ -344,6 +410,8 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   checkIn(lease: Lease, destroy: boolean): void {
     const conn = lease.conn
     const pool = conn.pool
+    // acquiredAt is 0 for a checkout that never reached its caller (validation or onClaim failed).
+    if (lease.acquiredAt !== 0) this.#policy.telemetry?.released(pool.name, lease.binding.key, this.#clock.now() - lease.acquiredAt)
     if (destroy || conn.dead) void pool.destroy(conn)
     else pool.checkIn(conn)
     this.#freed(lease.usage, pool)
@@ -387,6 +455,8 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
         expiry: undefined,
         roomPending: 0,
         roomWaiters: 0,
+        lastOpenedAt: undefined,
+        lastFailure: undefined,
       }
       this.#servers.set(name, (server = created))
     }
@@ -412,15 +482,25 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     }
   }
 
-  #checkout(binding: TenantBinding): Promise<PooledConnection> {
+  #checkout(binding: TenantBinding, note: AcquireNote | undefined): Promise<PooledConnection> {
     const server = this.#server(binding.target.server, binding.target.pooler)
     const usage = this.#usageOf(binding.key)
     if (server.queue.size === 0) {
       const started = this.#tryStart(usage, binding, server)
       if (typeof started !== 'string') return Promise.resolve(started)
     }
+    if (note !== undefined) note.queued = true
     return new Promise<PooledConnection>((resolve, reject) => {
-      const waiter: Waiter = { usage, binding, server, since: this.#clock.now(), resolve, reject, blockedBy: 'connections.max' }
+      const waiter: Waiter = {
+        usage,
+        binding,
+        server,
+        since: this.#clock.now(),
+        resolve,
+        reject,
+        blockedBy: 'connections.max',
+        context: this.#policy.telemetry?.capture(),
+      }
       server.roomWaiters++
       usage.waiting++
       server.queue.push(usage, waiter)
@@ -542,9 +622,13 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     try {
       conn = await pool.open()
     } catch (error) {
+      const message = redactText(error instanceof Error ? error.message : String(error), pool.target.redactions())
+      const sqlState = sqlStateOf(error)
+      server.lastFailure = { message, sqlState, at: this.#clock.now(), network: isNetworkFailure(sqlState) }
       this.#freed(usage, pool)
       throw error
     }
+    server.lastOpenedAt = this.#clock.now()
     if (discover && server.budget.discovering) await this.#discoverBudget(conn, server.budget)
     return conn
   }
@@ -588,6 +672,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
           : waiter.blockedBy === 'pool.max'
             ? this.#pools.get(waiter.binding.target)?.max
             : this.#pools.max
+    this.#policy.telemetry?.timedOut(this.#poolName(waiter.binding), waiter.binding.key, this.#clock.now() - waiter.since)
     waiter.reject(new PoolSaturatedError(service, orgId, this.#clock.now() - waiter.since, waiter.blockedBy, limitValue, server.budget.server))
   }
 
@@ -621,6 +706,14 @@ function first<T>(set: Set<T>): T | undefined {
 }
 
 const heldBy = (usage: TenantUsage): number => usage.held
+
+/**
+ * The server could not be reached or is going away (no SQLSTATE: a socket error or timeout; 08xxx; 57P0x
+ * shutdown, 53300 too many connections is not), as opposed to one tenant's login or database being wrong.
+ */
+function isNetworkFailure(sqlState: string | undefined): boolean {
+  return sqlState === undefined || !/^[0-9A-Z]{5}$/.test(sqlState) || sqlState.startsWith('08') || sqlState.startsWith('57P')
+}
 
 /** Deep enough to reach the caller's line through an ORM's own frames. */
 function captureOrigin(): Error {

@@ -147,6 +147,13 @@ export class TargetPoolCache {
     return draining ? `${base}-2` : base
   }
 
+  /** The name a pool of `target` would get now (for metrics about callers waiting for it); records nothing. */
+  peekName(target: ConnectionTarget): string {
+    const owner = this.#labelOwners.get(target.label)
+    const base = owner === undefined || owner === target.identity ? target.label : `${target.label}#${target.identity.slice(0, 8)}`
+    return [...this.#draining].some((pool) => pool.name === base) ? `${base}-2` : base
+  }
+
   #evictLeastRecentlyUsed(): boolean {
     let victim: TargetPool | undefined
     for (const pool of this.#pools.values()) {

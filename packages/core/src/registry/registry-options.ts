@@ -9,6 +9,7 @@ import { settingNameProblem } from '../pools/tenant-settings.js'
 import type { PoolSizing } from '../pools/target-pool.js'
 import type { LeakDetectionOptions, LifecycleHooks } from '../pools/lease-hooks.js'
 import type { ConnectionAuth } from '../secrets/rds-iam-auth.js'
+import type { TelemetryOptions } from '../telemetry/telemetry-options.js'
 import { TENANT_ID_PATTERN } from '../tenant-validation.js'
 
 /** pg pool options; where to connect always comes from the tenant's secret, never from here. */
@@ -144,8 +145,20 @@ export interface RegistryOptions<TService extends string = string> {
   services: readonly TService[] | { readonly [S in TService]: ServiceOptions }
   /** Where secrets come from: `awsSecretsManager()`, `staticSecrets()`, `fileSecrets()` or your own. */
   secrets: SecretSource
-  /** Secret name for an org. Default `${project}-${orgId}`. */
+  /** Secret name for an org. Default `${project}-${orgId}`. With a custom one, give `orgIdOf` for `listTenants()`. */
   secretName?: (orgId: string) => string
+  /**
+   * The inverse of `secretName`, for `registry.listTenants()`: the org id of a secret name, or undefined
+   * for a secret that is not a tenant's. Required by `listTenants()` with a custom `secretName`; by default
+   * the name minus `${project}-`.
+   */
+  orgIdOf?: (secretName: string) => string | undefined
+  /**
+   * Only secrets whose name starts with this are listed by `registry.listTenants()` (a Secrets Manager
+   * `ListSecrets` name filter). Default `${project}-`; with a custom `secretName` and no `secretPrefix`,
+   * every secret is listed and `orgIdOf` picks the tenants'.
+   */
+  secretPrefix?: string
   /** Key inside the secret JSON for a service. Default `${service}-postgresql`. */
   secretKey?: (service: string) => string
   /**
@@ -164,10 +177,21 @@ export interface RegistryOptions<TService extends string = string> {
   hooks?: LifecycleHooks
   /** Report (and optionally destroy) checkouts held longer than `thresholdMs`. Off unless given. */
   leakDetection?: LeakDetectionOptions
+  /**
+   * OpenTelemetry metrics and spans (`true`, or options); needs `@opentelemetry/api` and an SDK registered
+   * by the application. Off unless given.
+   */
+  telemetry?: boolean | TelemetryOptions
   /** Anything with debug/info/warn/error (pino, console). Silent by default; never one line per query. */
   logger?: Logger
   /** Injectable time source for tests. */
   clock?: Clock
+}
+
+/** Secret names starting with `prefix` are listed; `orgIdOf` turns one into an org id (or undefined). */
+export interface TenantListing {
+  readonly prefix: string
+  readonly orgIdOf: (secretName: string) => string | undefined
 }
 
 export interface ResolvedOptions {
@@ -177,11 +201,14 @@ export interface ResolvedOptions {
   readonly secrets: SecretSource
   readonly secretName: (orgId: string) => string
   readonly secretKey: (service: string) => string
+  /** How `listTenants()` finds org ids; undefined when `secretName` is custom and `orgIdOf` was not given. */
+  readonly tenantListing: TenantListing | undefined
   /** pg client options shared by every connection (startup parameters, timeouts, TLS defaults). */
   readonly client: Readonly<ClientConfig>
   readonly sizing: PoolSizing
   readonly validateAfterIdleMs: number
   readonly leakDetection: { readonly thresholdMs: number; readonly destroy: boolean } | undefined
+  readonly telemetry: Readonly<TelemetryOptions> | undefined
   readonly connections: Readonly<Required<ConnectionOptions>>
   readonly eviction: Readonly<Required<EvictionOptions>>
   readonly secretCache: Readonly<Required<SecretCacheOptions>>
@@ -197,8 +224,8 @@ const CLIENT_DEFAULTS: ClientConfig = Object.freeze({
 })
 
 const KNOWN_KEYS = new Set([
-  'project', 'services', 'secrets', 'secretName', 'secretKey', 'pool', 'connections', 'eviction', 'secretCache', 'hooks',
-  'leakDetection', 'logger', 'clock',
+  'project', 'services', 'secrets', 'secretName', 'secretKey', 'orgIdOf', 'secretPrefix', 'pool', 'connections', 'eviction', 'secretCache', 'hooks',
+  'leakDetection', 'telemetry', 'logger', 'clock',
 ])
 const FORBIDDEN_POOL_KEYS = ['connectionString', 'host', 'port', 'user', 'password', 'database', 'Client']
 // pg.Pool options the shared pools do not implement, each with what to use instead.
@@ -267,6 +294,13 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
   if (options.secretName !== undefined && typeof options.secretName !== 'function') fail('secretName must be a function (orgId) => string')
   if (options.secretKey !== undefined && typeof options.secretKey !== 'function') fail('secretKey must be a function (service) => string')
   if (project === undefined && options.secretName === undefined) fail('give either project (secret names are `${project}-${orgId}`) or a secretName function')
+  if (options.orgIdOf !== undefined && typeof options.orgIdOf !== 'function')
+    fail('orgIdOf must be a function (secretName) => orgId | undefined, the inverse of secretName')
+  const secretPrefix = options.secretPrefix
+  if (secretPrefix !== undefined && (typeof secretPrefix !== 'string' || secretPrefix.length === 0 || secretPrefix.length > 512 || !/^[A-Za-z0-9/_+=.@-]+$/.test(secretPrefix)))
+    fail('secretPrefix must be a non-empty string of characters allowed in secret names ([A-Za-z0-9/_+=.@-])')
+  if (secretPrefix !== undefined && options.secretName !== undefined && options.orgIdOf === undefined)
+    fail('secretPrefix is used by listTenants() with orgIdOf: with a custom secretName, add orgIdOf: (secretName) => orgId | undefined')
 
   const pool = section(options, 'pool')
   for (const key of FORBIDDEN_POOL_KEYS) {
@@ -296,6 +330,8 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
     if (leak.destroy !== undefined && typeof leak.destroy !== 'boolean') fail('leakDetection.destroy must be true or false')
     leakDetection = Object.freeze({ thresholdMs: number('leakDetection', leak, 'thresholdMs', 0, 1), destroy: leak.destroy === true })
   }
+
+  const telemetry = resolveTelemetry(options.telemetry)
 
   const connections = section(options, 'connections')
   for (const key of Object.keys(connections)) {
@@ -334,6 +370,12 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
   const userSecretName = options.secretName as ((orgId: string) => string) | undefined
   const secretName = userSecretName ?? ((orgId: string) => `${project as string}-${orgId}`)
   const secretKey = (options.secretKey as ((service: string) => string) | undefined) ?? ((service: string) => `${service}-postgresql`)
+  const tenantListing = resolveTenantListing(
+    project,
+    userSecretName !== undefined,
+    options.orgIdOf as TenantListing['orgIdOf'] | undefined,
+    secretPrefix,
+  )
 
   return Object.freeze({
     project: project,
@@ -342,15 +384,47 @@ export function resolveOptions(input: RegistryOptions<string>): ResolvedOptions 
     secrets: secrets as unknown as SecretSource,
     secretName,
     secretKey,
+    tenantListing,
     client: Object.freeze(client as ClientConfig),
     sizing,
     validateAfterIdleMs,
     leakDetection,
+    telemetry,
     connections: Object.freeze(resolvedConnections),
     eviction: Object.freeze(resolvedEviction),
     secretCache: Object.freeze(resolvedSecretCache),
     logger: (logger as Logger | undefined) ?? silentLogger,
     clock: (options.clock as Clock | undefined) ?? systemClock,
+  })
+}
+
+function resolveTelemetry(input: unknown): Readonly<TelemetryOptions> | undefined {
+  if (input === undefined || input === false) return undefined
+  if (input === true) return Object.freeze({})
+  if (!isObject(input)) fail('telemetry must be true, false or an object { tenantAttribute?, meterProvider?, tracerProvider? }')
+  for (const key of Object.keys(input)) {
+    if (!['tenantAttribute', 'meterProvider', 'tracerProvider'].includes(key)) fail(`unknown option telemetry.${key}`)
+  }
+  if (input.tenantAttribute !== undefined && typeof input.tenantAttribute !== 'boolean') fail('telemetry.tenantAttribute must be true or false')
+  if (input.meterProvider !== undefined && (!isObject(input.meterProvider) || typeof input.meterProvider.getMeter !== 'function'))
+    fail('telemetry.meterProvider must be an OpenTelemetry MeterProvider (with getMeter)')
+  if (input.tracerProvider !== undefined && (!isObject(input.tracerProvider) || typeof input.tracerProvider.getTracer !== 'function'))
+    fail('telemetry.tracerProvider must be an OpenTelemetry TracerProvider (with getTracer)')
+  return Object.freeze({ ...input })
+}
+
+function resolveTenantListing(
+  project: string | undefined,
+  customSecretName: boolean,
+  orgIdOf: TenantListing['orgIdOf'] | undefined,
+  secretPrefix: string | undefined,
+): TenantListing | undefined {
+  if (customSecretName) return orgIdOf === undefined ? undefined : Object.freeze({ prefix: secretPrefix ?? '', orgIdOf })
+  // The default names are `${project}-${orgId}`: the dash keeps project "mar" from listing "martech-org1".
+  const projectPrefix = `${project as string}-`
+  return Object.freeze({
+    prefix: secretPrefix ?? projectPrefix,
+    orgIdOf: orgIdOf ?? ((name: string) => (name.startsWith(projectPrefix) ? name.slice(projectPrefix.length) : undefined)),
   })
 }
 

@@ -5,6 +5,9 @@ import { InvalidOptionsError, RegistryClosedError, SecretSourceError, UnknownSer
 import { sqlStateOf } from '../pg-error.js'
 import { looksLikePooler } from '../pools/connection-target.js'
 import { LeasePoint } from '../pools/lease-point.js'
+import { loadOtelApi } from '../telemetry/telemetry-api.js'
+import { RegistryTelemetry } from '../telemetry/registry-telemetry.js'
+import type { PoolGauge } from '../telemetry/registry-telemetry.js'
 import type { TargetPool } from '../pools/target-pool.js'
 import { TargetPoolCache } from '../pools/target-pool-cache.js'
 import { TenantBindingCache } from '../pools/tenant-binding-cache.js'
@@ -12,13 +15,13 @@ import { TenantPool } from '../pools/tenant-pool.js'
 import { SecretCache } from '../secrets/secret-cache.js'
 import type { SecretCacheStats } from '../secrets/secret-cache.js'
 import { redactText } from '../secrets/secret-redaction.js'
-import type { Tenant, TenantKey, TenantPoolAccess } from '../tenant-types.js'
-import { assertValidId } from '../tenant-validation.js'
+import type { Propagation, Tenant, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
+import { assertValidId, TENANT_ID_PATTERN } from '../tenant-validation.js'
 import { createTenantHandle, poolQuery } from '../transactions/tenant-handle.js'
 import type { LifecycleHooks } from '../pools/lease-hooks.js'
 import type { EvictionReason, RegistryEventName, RegistryListener } from './registry-events.js'
 import { RegistryEventEmitter } from './registry-events.js'
-import type { RegistryOptions, ResolvedOptions } from './registry-options.js'
+import type { RegistryOptions, ResolvedOptions, TenantListing } from './registry-options.js'
 import { resolveOptions } from './registry-options.js'
 
 /** A tenant holding or waiting for connections right now. */
@@ -66,6 +69,29 @@ export interface RegistryStats {
   secretCache: SecretCacheStats
 }
 
+/** One server in `registry.health()`. */
+export interface ServerHealth {
+  /** `host:port`. */
+  server: string
+  /** Whether the last attempt to open a connection succeeded; null before any attempt. */
+  reachable: boolean | null
+  /** `connections.max` (null while 'auto' is unknown), connections open, and of those in use. */
+  budget: { max: number | null; open: number; inUse: number }
+  /** Callers waiting in the fair queue. */
+  waiting: number
+  lastConnectedAt: string | null
+  /** The last failure to open a connection, redacted. */
+  lastError: { message: string; sqlState: string | null; at: string } | null
+}
+
+/** `registry.health()`: plain JSON, no secret. */
+export interface HealthReport {
+  /** Open, and no server's last connection attempt failed. */
+  ok: boolean
+  closed: boolean
+  servers: ServerHealth[]
+}
+
 /** Options of `registry.close`. */
 export interface CloseOptions {
   /** How long to wait for checked-out connections before closing them. Default 10 000. */
@@ -97,16 +123,27 @@ export class Registry<TService extends string = string> implements AsyncDisposab
   readonly #sweeper: ReturnType<ResolvedOptions['clock']['setInterval']>
   #closing: Promise<void> | undefined
   #connectionErrors = 0
+  readonly #telemetry: RegistryTelemetry | undefined
 
   constructor(input: RegistryOptions<TService>) {
     const options = resolveOptions(input)
     this.#options = options
     const { clock, logger } = options
+    // Loaded first: without @opentelemetry/api, createRegistry throws before anything is created.
+    const telemetry =
+      options.telemetry === undefined
+        ? undefined
+        : new RegistryTelemetry(loadOtelApi(), options.telemetry, {
+            pools: () => this.#poolGauges(),
+            pending: () => this.#leases.pendingByPool(),
+          })
+    this.#telemetry = telemetry
     this.#events = new RegistryEventEmitter((error, event) =>
       logger.error({ event, err: describeError(error) }, 'hyperconn: an event listener threw'),
     )
-    this.#secrets = new SecretCache(options.secrets, options.secretCache, clock, {
+    this.#secrets = new SecretCache(telemetry === undefined ? options.secrets : telemetry.traceSource(options.secrets), options.secretCache, clock, {
       onFetch: (secretName, outcome, durationMs) => {
+        telemetry?.secretFetched(outcome)
         this.#events.emit('secret:fetch', { secretName, outcome, durationMs })
         logger.debug({ secretName, outcome, durationMs }, 'hyperconn: secret fetched')
       },
@@ -148,6 +185,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
           }
         },
         evicted: (pool, reason) => {
+          telemetry?.evicted(reason)
           this.#events.emit('pool:evict', { pool: pool.name, reason })
           logger.debug({ pool: pool.name, reason }, 'hyperconn: pool evicted')
         },
@@ -162,9 +200,10 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       this.#pools,
       this.#secrets,
       options.connections,
-      { hooks, leakDetection: options.leakDetection, validateAfterIdleMs: options.validateAfterIdleMs },
+      { hooks, leakDetection: options.leakDetection, validateAfterIdleMs: options.validateAfterIdleMs, telemetry },
       {
         leak: (report) => {
+          telemetry?.leaked(report.reason, report)
           this.#events.emit('connection:leak', { ...report })
           logger.warn(
             { service: report.service, orgId: report.orgId, heldMs: report.heldMs, reason: report.reason, destroyed: report.destroyed, stack: report.stack },
@@ -179,6 +218,16 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       acquire: (key: TenantKey) => this.#leases.acquire(key),
       pool: (key: TenantKey) => this.#facade(key).resolved,
       assertOpen: () => this.#assertOpen(),
+      ...(telemetry === undefined
+        ? {}
+        : {
+            traceTransaction: <T>(key: TenantKey, txOptions: TransactionOptions, propagation: Propagation, run: () => Promise<T>) =>
+              telemetry.transaction(key, txOptions, propagation, run),
+          }),
+      schemaOf: (key: TenantKey) => {
+        const isolation = options.serviceConfig.get(key.service)?.isolation
+        return isolation?.kind === 'schema' ? isolation.schema(key.orgId) : undefined
+      },
       assertSessions: (key: TenantKey) => {
         if (options.serviceConfig.get(key.service)?.pooler === true) {
           throw new UnsupportedError(
@@ -264,6 +313,65 @@ export class Registry<TService extends string = string> implements AsyncDisposab
   }
 
   /**
+   * The org ids whose secrets the secret source holds, each once, fetched lazily (Secrets Manager:
+   * `ListSecrets` page by page). Secret names starting with `secretPrefix` (default `${project}-`) are
+   * turned into org ids by `orgIdOf` (default: the name minus `${project}-`); a name it maps to undefined,
+   * to an invalid org id, or to an org whose `secretName` is another name, is skipped. `service` is
+   * checked (`UnknownServiceError`) but does not filter: the listing reads names, not values, so a tenant
+   * whose secret lacks the service's key is listed (its use then fails with `SecretFormatError`).
+   * Throws `UnsupportedError` when the source cannot list names or a custom `secretName` has no `orgIdOf`,
+   * and `RegistryClosedError` once the registry is closing (also between items).
+   */
+  listTenants(service?: TService): AsyncIterable<string> {
+    this.#assertOpen()
+    if (service !== undefined) this.#assertService(service)
+    const listing = this.#options.tenantListing
+    if (listing === undefined) {
+      throw new UnsupportedError(
+        'registry.listTenants() cannot tell org ids from secret names: secretName is a custom function. Add createRegistry({ orgIdOf: (secretName) => orgId | undefined }), ' +
+          'the inverse of secretName, and optionally secretPrefix to list only the secrets whose name starts with it.',
+      )
+    }
+    const source = this.#options.secrets
+    if (typeof source.list !== 'function') {
+      throw new UnsupportedError(
+        `registry.listTenants() needs a secret source that can list secret names, and this one${source.kind === undefined ? '' : ` (${source.kind})`} cannot: ` +
+          'awsSecretsManager(), staticSecrets() and fileSecrets() can, and so can your own source with a list(prefix) method. Otherwise pass the org ids yourself.',
+      )
+    }
+    return this.#listTenants(source.list.bind(source), listing)
+  }
+
+  async *#listTenants(
+    list: (prefix: string) => AsyncIterable<string>,
+    { prefix, orgIdOf }: TenantListing,
+  ): AsyncGenerator<string, void, undefined> {
+    const seen = new Set<string>()
+    let skipped = 0
+    for await (const secretName of list(prefix)) {
+      this.#assertOpen()
+      if (typeof secretName !== 'string' || !secretName.startsWith(prefix)) {
+        skipped++
+        continue
+      }
+      const orgId = orgIdOf(secretName)
+      if (typeof orgId === 'string' && seen.has(orgId)) continue
+      if (
+        typeof orgId !== 'string' ||
+        !TENANT_ID_PATTERN.test(orgId) ||
+        // Only orgs whose own secret this is: getPool(orgId) reads exactly this name.
+        this.#options.secretName(orgId) !== secretName
+      ) {
+        skipped++
+        continue
+      }
+      seen.add(orgId)
+      yield orgId
+    }
+    this.#options.logger.debug({ tenants: seen.size, skipped }, 'hyperconn: tenants listed')
+  }
+
+  /**
    * Forget one tenant's binding (rebuilt from its cached secret, or the source, on next use) and, if no
    * other cached tenant uses its physical pool, drain and end that pool. Resolves when it has ended.
    */
@@ -285,6 +393,30 @@ export class Registry<TService extends string = string> implements AsyncDisposab
   scope<T>(fn: () => Promise<T>): Promise<T> {
     if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('registry.scope(fn): fn must be a function returning a promise.'))
     return this.#leases.scope(fn)
+  }
+
+  /**
+   * Per server this registry has connected to: whether the last attempt to open a connection succeeded
+   * (`reachable`, null before any), the budget in use, callers waiting, and the last failure (redacted:
+   * never a password or connection string). Plain JSON, for readiness probes. It sends nothing to the
+   * servers: it reports what the registry's own traffic saw.
+   */
+  health(): Promise<HealthReport> {
+    const servers = this.#leases.health().map((s): ServerHealth => {
+      const failure = s.lastFailure
+      // A refused login or a missing database is one tenant's problem: the server itself answered.
+      const down = failure !== undefined && failure.network && (s.lastOpenedAt ?? -Infinity) <= failure.at
+      const reachable = down ? false : s.lastOpenedAt === undefined && failure === undefined ? null : true
+      return {
+        server: s.server,
+        reachable,
+        budget: { max: s.max ?? null, open: s.open, inUse: s.open - s.idle },
+        waiting: s.waiting,
+        lastConnectedAt: s.lastOpenedAt === undefined ? null : new Date(s.lastOpenedAt).toISOString(),
+        lastError: failure === undefined ? null : { message: failure.message, sqlState: failure.sqlState ?? null, at: new Date(failure.at).toISOString() },
+      }
+    })
+    return Promise.resolve({ ok: this.#closing === undefined && servers.every((s) => s.reachable !== false), closed: this.#closing !== undefined, servers })
   }
 
   /** Subscribe to a typed event; returns an unsubscribe function. */
@@ -397,18 +529,33 @@ export class Registry<TService extends string = string> implements AsyncDisposab
     this.#bindings.clear()
     this.#facades.clear()
     this.#secrets.clear()
+    this.#telemetry?.close()
     await this.#options.secrets.close?.()
+  }
+
+  /** Every physical pool's connection counts, for the telemetry gauges (read at collection only). */
+  #poolGauges(): PoolGauge[] {
+    const gauges: PoolGauge[] = []
+    for (const pool of [...this.#pools.pools(), ...this.#pools.draining()]) {
+      // Opening connections are neither: they are not counted until they are checked out.
+      gauges.push({ name: pool.name, idle: pool.idleCount, used: pool.checkedOut, max: pool.max })
+    }
+    return gauges
   }
 
   #assertOpen(): void {
     if (this.#closing) throw new RegistryClosedError()
   }
 
+  #assertService(service: string): void {
+    assertValidId(service, 'service')
+    if (!this.#options.serviceConfig.has(service)) throw new UnknownServiceError(service, this.#options.services)
+  }
+
   /** Validation happens before any lookup, so rejected input creates nothing and fetches nothing. */
   #key(service: string, orgId: string): TenantKey {
     this.#assertOpen()
-    assertValidId(service, 'service')
-    if (!this.#options.serviceConfig.has(service)) throw new UnknownServiceError(service, this.#options.services)
+    this.#assertService(service)
     assertValidId(orgId, 'orgId')
     return Object.freeze({ service, orgId })
   }

@@ -23,7 +23,7 @@ export type AwsCredentialsProvider = () => Promise<AwsCredentials>
 
 /** Anything with the SDK client's `send(command)`: a `SecretsManagerClient`, a wrapped or fake one. */
 export interface SecretsManagerClientLike {
-  /** Sends a `GetSecretValueCommand`. */
+  /** Sends a `GetSecretValueCommand` (and, for `registry.listTenants()`, a `ListSecretsCommand`). */
   send(command: any, ...rest: any[]): Promise<any>
   /** Called by `close()` on a client the source created; a client you pass in is yours to destroy. */
   destroy?(): void
@@ -39,7 +39,7 @@ export interface AwsSecretsManagerOptions {
   credentials?: AwsCredentials | AwsCredentialsProvider | undefined
   /** Bring your own client (middleware, custom retry strategy…); then region/endpoint/credentials/maxAttempts/timeoutMs must not be set. */
   client?: SecretsManagerClientLike | undefined
-  /** SDK attempts per `get` including the first; SDK default 3. */
+  /** SDK attempts per request (a `get`, or one page of `list`) including the first; SDK default 3. */
   maxAttempts?: number | undefined
   /** Staging label to read, default AWSCURRENT. */
   versionStage?: string | undefined
@@ -49,16 +49,20 @@ export interface AwsSecretsManagerOptions {
 
 const DEFAULT_TIMEOUT_MS = 5_000
 const SDK_PACKAGE = '@aws-sdk/client-secrets-manager'
+/** ListSecrets page size: the most the service returns per call. */
+const LIST_PAGE_SIZE = 100
+/** Characters of secret names (and so of a name prefix worth sending as a ListSecrets filter). */
+const NAME_PREFIX = /^[A-Za-z0-9/_+=.@-]{0,512}$/
 
 /**
- * `GetSecretValue` from AWS Secrets Manager. The SDK is an optional peer dependency, loaded with a
+ * `GetSecretValue` from AWS Secrets Manager (and `ListSecrets` for `list(prefix)`). The SDK is an optional peer dependency, loaded with a
  * dynamic `import()` on the first `get()`; one client is created lazily and reused.
  */
 export function awsSecretsManager(options: AwsSecretsManagerOptions = {}): SecretSource {
   return new AwsSecretsManagerSource(options)
 }
 
-type Sdk = Pick<typeof SdkModule, 'GetSecretValueCommand' | 'SecretsManagerClient'>
+type Sdk = Pick<typeof SdkModule, 'GetSecretValueCommand' | 'ListSecretsCommand' | 'SecretsManagerClient'>
 
 interface Runtime {
   readonly sdk: Sdk
@@ -105,6 +109,48 @@ class AwsSecretsManagerSource implements SecretSource {
     if (typeof output?.SecretString === 'string') return output.SecretString
     if (output?.SecretBinary instanceof Uint8Array) return new TextDecoder().decode(output.SecretBinary)
     throw new SecretFormatError(name, undefined, 'has neither a SecretString nor a SecretBinary value')
+  }
+
+  /**
+   * `ListSecrets` filtered by name prefix, `MaxResults` 100 per page, following `NextToken` lazily: a
+   * page is fetched when the previous one has been consumed. Each page goes through the same client as
+   * `get`, so throttling and transient failures are retried by the SDK (`maxAttempts`) and what is left
+   * is mapped as for `get` (`mapAwsError`). The service's name filter is a prefix match, but it has
+   * been case-insensitive and word-based before, so names are checked again here. Needs the
+   * `secretsmanager:ListSecrets` IAM permission (on resource `*`).
+   */
+  async *list(prefix: string): AsyncGenerator<string, void, undefined> {
+    if (typeof prefix !== 'string' || !NAME_PREFIX.test(prefix)) {
+      throw new InvalidOptionsError(
+        'awsSecretsManager: list(prefix) expects a secret name prefix of at most 512 characters of [A-Za-z0-9/_+=.@-] (\'\' for all secrets).',
+      )
+    }
+    const label = `${prefix}*`
+    let runtime: Runtime
+    try {
+      runtime = await this.#load()
+    } catch (error) {
+      throw sdkLoadError(label, error)
+    }
+    let nextToken: string | undefined
+    do {
+      const input: { MaxResults: number; Filters?: { Key: 'name'; Values: string[] }[]; NextToken?: string } = { MaxResults: LIST_PAGE_SIZE }
+      // An empty filter value is invalid: '' lists everything.
+      if (prefix !== '') input.Filters = [{ Key: 'name', Values: [prefix] }]
+      if (nextToken !== undefined) input.NextToken = nextToken
+      let output: { SecretList?: unknown; NextToken?: unknown } | undefined
+      try {
+        output = await runtime.client.send(new runtime.sdk.ListSecretsCommand(input))
+      } catch (error) {
+        throw listError(prefix, mapAwsError(label, error))
+      }
+      const list = Array.isArray(output?.SecretList) ? (output.SecretList as unknown[]) : []
+      for (const entry of list) {
+        const name = stringProperty(entry, 'Name')
+        if (name?.startsWith(prefix) === true) yield name
+      }
+      nextToken = typeof output?.NextToken === 'string' && output.NextToken !== '' ? output.NextToken : undefined
+    } while (nextToken !== undefined)
   }
 
   async close(): Promise<void> {
@@ -240,6 +286,20 @@ function sdkLoadError(name: string, error: unknown): SecretSourceError {
     message: missing
       ? `Could not read secret "${name}": awsSecretsManager() needs the optional peer dependency ${SDK_PACKAGE}. Install it (npm install ${SDK_PACKAGE}) or use another secret source.`
       : `Could not read secret "${name}": ${SDK_PACKAGE} failed to load. Check that a single, complete copy of it is installed.`,
+  })
+}
+
+/** `mapAwsError`'s verdict, with a message about listing (the IAM permission differs from `get`'s). */
+function listError(prefix: string, mapped: SecretNotFoundError | SecretSourceError): SecretSourceError {
+  const transient = mapped instanceof SecretSourceError && mapped.transient
+  const sourceCode = mapped instanceof SecretSourceError ? mapped.sourceCode : 'ResourceNotFoundException'
+  return new SecretSourceError(mapped.secretName, transient, sourceCode, {
+    cause: mapped.cause,
+    message: `Could not list the secrets whose name starts with "${prefix}"${sourceCode ? ` (${sourceCode})` : ''}: ${
+      transient
+        ? 'Secrets Manager is throttling or unavailable; retry later.'
+        : 'the request was refused; ListSecrets needs the secretsmanager:ListSecrets IAM permission (on resource "*").'
+    }`,
   })
 }
 

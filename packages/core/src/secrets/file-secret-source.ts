@@ -38,27 +38,38 @@ class FileSecretSource implements SecretSource {
   }
 
   async get(name: string): Promise<SecretValue> {
+    const snapshot = await this.#current(name)
+    const value = snapshot.secrets.get(name)
+    if (value === undefined) throw new SecretNotFoundError(name)
+    return value
+  }
+
+  /** The file's secret names that start with `prefix`, read (or re-read after a change) as `get` does. */
+  async *list(prefix: string): AsyncGenerator<string, void, undefined> {
+    if (typeof prefix !== 'string') throw new InvalidOptionsError("fileSecrets: list(prefix) expects a string prefix ('' for all names).")
+    const snapshot = await this.#current(`${prefix}*`)
+    for (const name of snapshot.secrets.keys()) if (name.startsWith(prefix)) yield name
+  }
+
+  /** The file's secrets now; a failure is reported for `name` (a secret name, or `<prefix>*` when listing). */
+  async #current(name: string): Promise<Snapshot> {
     let stats: BigIntStats
     try {
       stats = await stat(this.#path, { bigint: true })
     } catch (error) {
       throw this.#fsError(name, error)
     }
-    let snapshot = this.#snapshot
-    if (snapshot === undefined || snapshot.version !== versionOf(stats)) {
-      try {
-        snapshot = await this.#load()
-      } catch (problem) {
-        // The read is shared between callers, so each maps the problem with its own secret name.
-        if (problem instanceof FileProblem) {
-          throw problem.invalid === undefined ? this.#fsError(name, problem.error) : this.#badFile(name, problem.invalid)
-        }
-        throw problem
+    const snapshot = this.#snapshot
+    if (snapshot !== undefined && snapshot.version === versionOf(stats)) return snapshot
+    try {
+      return await this.#load()
+    } catch (problem) {
+      // The read is shared between callers, so each maps the problem with its own secret name.
+      if (problem instanceof FileProblem) {
+        throw problem.invalid === undefined ? this.#fsError(name, problem.error) : this.#badFile(name, problem.invalid)
       }
+      throw problem
     }
-    const value = snapshot.secrets.get(name)
-    if (value === undefined) throw new SecretNotFoundError(name)
-    return value
   }
 
   #load(): Promise<Snapshot> {

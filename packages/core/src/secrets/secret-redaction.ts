@@ -6,7 +6,8 @@ import { HyperconnError } from '../hyperconn-error.js'
  */
 
 const URL_CREDENTIALS = /\b(postgres(?:ql)?:\/\/)([^\s:@/]*)(?::[^\s@/]*)?@/gi
-const PASSWORD_PARAM = /([?&](?:password|sslpassword|sslkey)=)[^&\s]*/gi
+// URL query parameters (`?password=...`) and libpq key=value strings (`host=h password=secret`, also quoted).
+const PASSWORD_PARAM = /((?:^|[?&\s])(?:password|sslpassword|sslkey)\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)/gi
 const MASK = '****'
 
 /** `postgresql://user:pw@host/db` → `postgresql://user:****@host/db`; password query params masked too. */

@@ -9,6 +9,14 @@ export type SecretValue = string | Readonly<Record<string, unknown>>
 export interface SecretSource {
   /** The secret called `name` (`secretName(orgId)`); the registry caches it. */
   get(name: string): Promise<SecretValue>
+  /**
+   * Optional: the NAMES (never values) of the secrets whose name starts with `prefix` (case-sensitive;
+   * `''` = all), each once, in no particular order; used by `registry.listTenants()`. Fetch them lazily
+   * (page by page) if the source is large. Throws like `get`: a `SecretSourceError` (its `secretName`
+   * is `<prefix>*`) when the source fails. `awsSecretsManager()`, `staticSecrets()` and `fileSecrets()`
+   * implement it.
+   */
+  list?(prefix: string): AsyncIterable<string>
   /** Optional: a short label for stats and errors, e.g. "aws-secrets-manager". */
   readonly kind?: string
   /** Optional: release sockets/clients the source owns; called by `registry.close()`. */

@@ -33,6 +33,13 @@ class StaticSecretSource implements SecretSource {
     return value === undefined ? Promise.reject(new SecretNotFoundError(name)) : Promise.resolve(value)
   }
 
+  /** The names of the map that start with `prefix`, in the map's order. */
+  // eslint-disable-next-line @typescript-eslint/require-await -- in memory, but the same lazy AsyncIterable as the other sources
+  async *list(prefix: string): AsyncGenerator<string, void, undefined> {
+    assertPrefix(prefix)
+    for (const name of this.#secrets.keys()) if (name.startsWith(prefix)) yield name
+  }
+
   [inspect.custom](): string {
     return `StaticSecretSource { secrets: ${this.#secrets.size} }`
   }
@@ -40,6 +47,10 @@ class StaticSecretSource implements SecretSource {
   toJSON(): { kind: string; secrets: number } {
     return { kind: this.kind, secrets: this.#secrets.size }
   }
+}
+
+function assertPrefix(prefix: unknown): asserts prefix is string {
+  if (typeof prefix !== 'string') throw new InvalidOptionsError('staticSecrets: list(prefix) expects a string prefix (\'\' for all names).')
 }
 
 function copyValue(name: string, value: unknown): SecretValue {

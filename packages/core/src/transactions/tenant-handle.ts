@@ -203,6 +203,9 @@ export function createTenantHandle(access: TenantPoolAccess, key: TenantKey): Te
   return Object.freeze({
     orgId: tenantKey.orgId,
     service: tenantKey.service,
+    get schema(): string | undefined {
+      return access.schemaOf(tenantKey)
+    },
     pool: () => access.pool(tenantKey),
     query<R extends QueryResultRow = any>(text: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
       const entry = currentEntry(tenantKey)

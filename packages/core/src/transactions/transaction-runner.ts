@@ -83,11 +83,11 @@ export async function runTransaction<T>(
   const pinned = entry?.kind === 'pinned' ? entry : undefined
   switch (propagation) {
     case 'required':
-      return current === undefined ? begin(access, key, fn, options, pinned) : join(current, fn, options)
+      return current === undefined ? traced(access, key, fn, options, pinned, propagation) : join(current, fn, options)
     case 'requires_new':
-      return begin(access, key, fn, options, pinned)
+      return traced(access, key, fn, options, pinned, propagation)
     case 'nested':
-      return current === undefined ? begin(access, key, fn, options, pinned) : nest(current, fn, options)
+      return current === undefined ? traced(access, key, fn, options, pinned, propagation) : nest(current, fn, options)
     case 'mandatory':
       if (current === undefined) {
         throw new TransactionPropagationError(
@@ -107,6 +107,19 @@ export async function runTransaction<T>(
     case 'supports':
       return current === undefined ? fn() : join(current, fn, options)
   }
+}
+
+/** `begin`, inside a `hyperconn.transaction` span when the registry has telemetry. */
+function traced<T>(
+  access: TenantPoolAccess,
+  key: TenantKey,
+  fn: () => Promise<T>,
+  options: TransactionOptions,
+  pinned: PinnedConnection | undefined,
+  propagation: Propagation,
+): Promise<T> {
+  const trace = access.traceTransaction
+  return trace === undefined ? begin(access, key, fn, options, pinned) : trace(key, options, propagation, () => begin(access, key, fn, options, pinned))
 }
 
 /** BEGIN on a newly leased (or the pinned) connection; COMMIT if fn resolves, ROLLBACK if it throws. */

@@ -92,6 +92,10 @@ export class TestPoolAccess implements TenantPoolAccess, AsyncDisposable {
 
   assertOpen(): void {}
 
+  schemaOf(): undefined {
+    return undefined
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     const pools = [...this.#pools.values()].flatMap((orgs) => [...orgs.values()])
     this.#pools.clear()

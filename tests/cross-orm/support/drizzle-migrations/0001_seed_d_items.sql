@@ -1,0 +1,1 @@
+INSERT INTO "d_items" ("label") VALUES ('seeded');
