@@ -33,8 +33,11 @@ export interface PoolLease {
 
 /** What the transaction engine and tenant handles need from the registry. */
 export interface TenantPoolAccess {
-  /** A connection for the tenant through the lease point (secret, budget, settings, rotation retry). */
-  acquire(key: TenantKey): Promise<PoolLease>
+  /**
+   * A connection for the tenant through the lease point (secret, budget, settings, rotation retry); with
+   * `read`, from one of its healthy replicas when it has any.
+   */
+  acquire(key: TenantKey, read?: boolean): Promise<PoolLease>
   /** The tenant-bound `pg.Pool` (for `tenant.pool()` / `getPool`). */
   pool(key: TenantKey): Promise<Pool>
   /** Throws `RegistryClosedError` once the registry is closing. */
@@ -103,8 +106,13 @@ export interface Tenant<TService extends string = string> {
   readonly schema: string | undefined
   /** The tenant's `pg.Pool`, as `registry.getPool(service, orgId)`: outside any transaction. */
   pool(): Promise<Pool>
-  /** Runs on this tenant's active transaction if there is one, else on a pooled connection. */
-  query<R extends QueryResultRow = any>(text: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>>
+  /**
+   * Runs on this tenant's active transaction (or pinned connection) if there is one, else on a pooled
+   * connection of the primary. `{ read: true }` (what adapters pass for statements they know are reads)
+   * may go to a replica instead, outside transactions, `connection()` and `primary()`; inside
+   * `replica(fn)` every raw statement may.
+   */
+  query<R extends QueryResultRow = any>(text: string | QueryConfig, values?: unknown[], options?: QueryOptions): Promise<QueryResult<R>>
   /**
    * Runs `fn` in a transaction of this tenant, bound to the async context: queries of this tenant inside
    * `fn` (from any adapter) join it. Commits when `fn` resolves, rolls back when it rejects.
@@ -119,4 +127,17 @@ export interface Tenant<TService extends string = string> {
    * persists across them. Inside an active transaction (or pinned scope) of this tenant, `fn` just runs there.
    */
   connection<T>(fn: () => Promise<T>): Promise<T>
+  /** Everything of this tenant inside `fn` goes to the primary, reads included. */
+  primary<T>(fn: () => Promise<T>): Promise<T>
+  /**
+   * Raw statements of this tenant inside `fn` may go to a replica (a write there is rejected by the replica
+   * itself); transactions and `connection()` inside still use the primary.
+   */
+  replica<T>(fn: () => Promise<T>): Promise<T>
+}
+
+/** Options of `tenant.query`. */
+export interface QueryOptions {
+  /** The statement only reads: it may go to a healthy replica (services with `replicas`). */
+  read?: boolean
 }

@@ -18,6 +18,8 @@ export interface LeaseOwner<U> {
   checkIn(lease: ConnectionLease<U>, destroy: boolean): void
   /** `onRelease` threw (the connection is destroyed). */
   releaseHookFailed(lease: ConnectionLease<U>, error: unknown): void
+  /** A statement on a replica failed: a recovery conflict takes the replica out of rotation for a while. */
+  replicaFailed(lease: ConnectionLease<U>, error: unknown): void
 }
 
 interface PgClientState {
@@ -46,6 +48,8 @@ export class ConnectionLease<U> implements PoolLease {
   readonly origin: Error | undefined
   /** The `registry.scope` tracking it, if any. */
   scope: LeaseScope<ConnectionLease<U>> | undefined
+  /** Checked out from one of the tenant's read replicas. */
+  onReplica = false
   readonly #owner: LeaseOwner<U>
   readonly #hooks: LifecycleHooks | undefined
   #hookConnection: HookConnection | undefined
@@ -125,6 +129,7 @@ export class ConnectionLease<U> implements PoolLease {
       // FATAL (a terminated backend, 57P01) or no server answer at all: the socket may look open until
       // its 'end' event is processed, so the connection must not go back to the pool meanwhile.
       if (!isStatementError(error)) this.#untrusted = true
+      if (this.onReplica) this.#owner.replicaFailed(this, error)
       throw error
     }
     observe(this.conn, result)

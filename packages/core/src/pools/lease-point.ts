@@ -13,9 +13,12 @@ import { FairQueue } from './fair-queue.js'
 import type { LifecycleHooks } from './lease-hooks.js'
 import { enterScope, scopeOf } from './lease-scope.js'
 import { LeakWatch } from './leak-watch.js'
+import { isRecoveryConflict, REPLICA_LAG_QUERY, ReplicaRouter } from './replica-router.js'
+import type { ReplicaEvents } from './replica-router.js'
 import type { AcquireNote, RegistryTelemetry } from '../telemetry/registry-telemetry.js'
 import type { PooledConnection, TargetPool } from './target-pool.js'
 import type { TargetPoolCache } from './target-pool-cache.js'
+import type { ConnectionTarget } from './connection-target.js'
 import type { TenantBinding } from './tenant-binding.js'
 import type { TenantBindingCache } from './tenant-binding-cache.js'
 
@@ -52,6 +55,7 @@ export interface LeakReport {
 /** What the lease point tells the registry. */
 export interface LeaseEvents {
   leak(report: LeakReport): void
+  readonly replicas: ReplicaEvents
 }
 
 const NO_STACK = '(not captured: set leakDetection to record where connections are acquired)'
@@ -77,6 +81,8 @@ interface TenantUsage {
 interface Waiter {
   readonly usage: TenantUsage
   readonly binding: TenantBinding
+  /** Where it connects: the tenant's primary, or one of its replicas. */
+  readonly target: ConnectionTarget
   readonly since: number
   readonly server: Server
   readonly resolve: (conn: PooledConnection | Promise<PooledConnection>) => void
@@ -152,6 +158,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   readonly #policy: LeasePolicy
   readonly #events: LeaseEvents
   readonly #watch: LeakWatch<Lease> | undefined
+  readonly #replicas: ReplicaRouter
   readonly #clock: Clock
   readonly #logger: Logger
   #leaks = 0
@@ -169,8 +176,8 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     const telemetry = this.#policy.telemetry
     const started =
       telemetry === undefined
-        ? this.#tryStart(waiter.usage, waiter.binding, waiter.server)
-        : telemetry.within(waiter.context, () => this.#tryStart(waiter.usage, waiter.binding, waiter.server))
+        ? this.#tryStart(waiter.usage, waiter.binding, waiter.target, waiter.server)
+        : telemetry.within(waiter.context, () => this.#tryStart(waiter.usage, waiter.binding, waiter.target, waiter.server))
     if (typeof started === 'string') {
       this.#blockedBy(waiter, started)
       return false
@@ -198,6 +205,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     this.#events = events
     this.#clock = clock
     this.#logger = logger
+    this.#replicas = new ReplicaRouter(clock, events.replicas)
     const detection = policy.leakDetection
     this.#watch =
       detection === undefined ? undefined : new LeakWatch<Lease>(detection.thresholdMs, clock, (lease, heldMs) => this.#leaked(lease, heldMs, 'threshold'))
@@ -252,15 +260,15 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     const pending = new Map<string, number>()
     for (const server of this.#servers.values()) {
       for (const waiter of server.byAge) {
-        const name = this.#poolName(waiter.binding)
+        const name = this.#poolName(waiter.target)
         pending.set(name, (pending.get(name) ?? 0) + 1)
       }
     }
     return pending
   }
 
-  #poolName(binding: TenantBinding): string {
-    return this.#pools.get(binding.target)?.name ?? this.#pools.peekName(binding.target)
+  #poolName(target: ConnectionTarget): string {
+    return this.#pools.get(target)?.name ?? this.#pools.peekName(target)
   }
 
   /** What one tenant holds and waits for now. */
@@ -270,14 +278,14 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
   }
 
   /** A connection for this tenant, checked out through every rule above. */
-  acquire(key: TenantKey): Promise<PoolLease> {
+  acquire(key: TenantKey, read = false): Promise<PoolLease> {
     const telemetry = this.#policy.telemetry
-    if (telemetry === undefined) return this.#acquire(key, undefined)
+    if (telemetry === undefined) return this.#acquire(key, undefined, read)
     const note: AcquireNote = { poolName: undefined, waitedMs: 0, queued: false }
-    return telemetry.traced() ? telemetry.acquireSpan(key, note, () => this.#acquire(key, note)) : this.#acquire(key, note)
+    return telemetry.traced() ? telemetry.acquireSpan(key, note, () => this.#acquire(key, note, read)) : this.#acquire(key, note, read)
   }
 
-  async #acquire(key: TenantKey, note: AcquireNote | undefined): Promise<PoolLease> {
+  async #acquire(key: TenantKey, note: AcquireNote | undefined, read: boolean): Promise<PoolLease> {
     if (this.#closed) throw new RegistryClosedError()
     // Before the first await, so the stack is the caller's; only when someone will read it.
     const origin = this.#watch === undefined ? undefined : captureOrigin()
@@ -285,6 +293,8 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     const cached = this.#bindings.get(key)
     let binding = cached instanceof Promise ? await cached : cached
     let authRetried = false
+    // A read of a tenant with replicas goes to a healthy one; any failure there falls back to the primary.
+    let replica = read && binding.replicas.length > 0 ? this.#replicas.pick(binding) : undefined
     // Each pass ends in a lease, a throw, or one connection destroyed: an auth retry, or an idle connection
     // found dead (every idle connection of a pool may be, after a server restart), so it is bounded.
     for (let attempt = 0; attempt <= MAX_DEAD_IDLE; attempt++) {
@@ -292,8 +302,13 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       if (this.#closed) throw new RegistryClosedError()
       let conn: PooledConnection
       try {
-        conn = await this.#checkout(binding, note)
+        conn = await this.#checkout(binding, replica ?? binding.target, note)
       } catch (error) {
+        if (replica !== undefined && !this.#closed) {
+          this.#replicas.failed(replica, redactText(error instanceof Error ? error.message : String(error), binding.redactions), this.#retryAfter(binding))
+          replica = undefined
+          continue
+        }
         if (!authRetried && !this.#closed && AUTH_FAILURES.has(sqlStateOf(error) ?? '')) {
           authRetried = true
           const fresh = await this.#afterAuthFailure(binding)
@@ -307,6 +322,10 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       const hooks = this.#policy.hooks.get(key.service)
       const lease: Lease = new ConnectionLease(this, conn, binding, this.#usageOf(binding.key), hooks, origin)
       if (this.#needsValidation(conn) && !(await lease.validate())) continue
+      if (replica !== undefined && !(await this.#replicaUsable(lease, replica))) {
+        replica = undefined
+        continue
+      }
       // Checked here so a service without hooks pays no extra await per checkout. Behind a transaction
       // pooler there is no session to claim: hooks run inside each transaction instead.
       if (hooks?.onClaim !== undefined && !binding.target.pooler) {
@@ -342,6 +361,50 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     } finally {
       for (const lease of scope.close()) this.#leaked(lease, this.#clock.now() - lease.acquiredAt, 'scope')
     }
+  }
+
+  /**
+   * A replica connection passes (it is back in rotation if it was down) unless `maxLagMs` is set and its
+   * replay lag, measured at most once a second per replica, exceeds it: then it goes back to the pool, the
+   * replica is skipped, and the caller reads from the primary.
+   */
+  async #replicaUsable(lease: Lease, replica: ConnectionTarget): Promise<boolean> {
+    const maxLagMs = lease.binding.replicaRules?.maxLagMs
+    if (maxLagMs !== undefined && this.#replicas.lagDue(replica)) {
+      let lagMs: number
+      try {
+        const { rows } = await lease.client.query<{ lag_ms: number }>(REPLICA_LAG_QUERY)
+        lagMs = Number(rows[0]?.lag_ms ?? 0)
+      } catch (error) {
+        lease.release(true)
+        this.#replicas.failed(replica, redactText(error instanceof Error ? error.message : String(error), lease.binding.redactions), this.#retryAfter(lease.binding))
+        return false
+      }
+      this.#replicas.lagged(replica, lagMs)
+      if (lagMs > maxLagMs) {
+        lease.release()
+        this.#replicas.failed(replica, `replay lag ${Math.round(lagMs)} ms > maxLagMs ${maxLagMs}`, this.#retryAfter(lease.binding))
+        return false
+      }
+    }
+    this.#replicas.succeeded(replica)
+    lease.onReplica = true
+    return true
+  }
+
+  #retryAfter(binding: TenantBinding): number {
+    return binding.replicaRules?.retryAfterMs ?? 30_000
+  }
+
+  /** @internal LeaseOwner: a replica canceled a statement (recovery conflict): skip it for a while. */
+  replicaFailed(lease: Lease, error: unknown): void {
+    if (!isRecoveryConflict(error)) return
+    this.#replicas.failed(lease.conn.pool.target, 'recovery conflict', this.#retryAfter(lease.binding))
+  }
+
+  /** Replicas seen, for stats(). */
+  replicas(): ReturnType<ReplicaRouter['stats']> {
+    return this.#replicas.stats()
   }
 
   /** An idle connection unused for `validateAfterIdleMs`: the server may have restarted meanwhile. */
@@ -482,11 +545,11 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     }
   }
 
-  #checkout(binding: TenantBinding, note: AcquireNote | undefined): Promise<PooledConnection> {
-    const server = this.#server(binding.target.server, binding.target.pooler)
+  #checkout(binding: TenantBinding, target: ConnectionTarget, note: AcquireNote | undefined): Promise<PooledConnection> {
+    const server = this.#server(target.server, target.pooler)
     const usage = this.#usageOf(binding.key)
     if (server.queue.size === 0) {
-      const started = this.#tryStart(usage, binding, server)
+      const started = this.#tryStart(usage, binding, target, server)
       if (typeof started !== 'string') return Promise.resolve(started)
     }
     if (note !== undefined) note.queued = true
@@ -494,6 +557,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       const waiter: Waiter = {
         usage,
         binding,
+        target,
         server,
         since: this.#clock.now(),
         resolve,
@@ -579,11 +643,11 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
    * Starts a checkout now if every limit allows: an idle connection (sync) or a new one (a promise).
    * Otherwise returns the limit in the way. Never waits and never loops.
    */
-  #tryStart(usage: TenantUsage, binding: TenantBinding, server: Server): Started | SaturatedLimit {
+  #tryStart(usage: TenantUsage, binding: TenantBinding, target: ConnectionTarget, server: Server): Started | SaturatedLimit {
     if (usage.held >= this.#limits.perTenant) return 'connections.perTenant'
-    let pool = this.#pools.get(binding.target)
+    let pool = this.#pools.get(target)
     if (pool === undefined) {
-      pool = this.#pools.obtain(binding.target, server.budget)
+      pool = this.#pools.obtain(target, server.budget)
       if (pool === undefined) return 'eviction.maxPools'
     }
     const idle = pool.takeIdle(binding.settings)
@@ -670,9 +734,9 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
         : waiter.blockedBy === 'connections.perTenant'
           ? this.#limits.perTenant
           : waiter.blockedBy === 'pool.max'
-            ? this.#pools.get(waiter.binding.target)?.max
+            ? this.#pools.get(waiter.target)?.max
             : this.#pools.max
-    this.#policy.telemetry?.timedOut(this.#poolName(waiter.binding), waiter.binding.key, this.#clock.now() - waiter.since)
+    this.#policy.telemetry?.timedOut(this.#poolName(waiter.target), waiter.binding.key, this.#clock.now() - waiter.since)
     waiter.reject(new PoolSaturatedError(service, orgId, this.#clock.now() - waiter.since, waiter.blockedBy, limitValue, server.budget.server))
   }
 

@@ -16,6 +16,10 @@ export interface TenantBinding {
   /** Fingerprint of the secret version this binding was built from. */
   readonly fingerprint: string
   readonly target: ConnectionTarget
+  /** Read replicas (`services.x.replicas`), from the secret's `<key>-ro`; empty without. */
+  readonly replicas: readonly ConnectionTarget[]
+  /** Health rules of the replicas (undefined without replicas). */
+  readonly replicaRules: ResolvedService['replicas']
   readonly settings: TenantSettings
   /** This tenant's secret strings, masked in any error text that could echo them. */
   readonly redactions: readonly string[]
@@ -68,15 +72,23 @@ export function bindTenant(
     }
     settings.set(isolation.setting, parsed.value)
   }
+  // Replicas get the primary's settings: a tenant's isolation is the same on every copy of its data.
+  const replicaKey = `${secretKey}-ro`
+  const replicaUrls = service.replicas === undefined ? [] : bundle.connectionStrings(replicaKey)
+  const replicas = replicaUrls.map((url) => intern(ConnectionTarget.parse(url, clientBase, bundle.name, replicaKey, service.pooler, service.auth).target))
   const binding = {
     key,
     secretName: bundle.name,
     fingerprint: bundle.fingerprint,
     target,
+    replicas: Object.freeze(replicas),
+    replicaRules: service.replicas,
     settings: TenantSettings.of(settings),
   } as TenantBinding
   // Not enumerable: no JSON.stringify, spread or inspect of a binding ever shows the URL or password.
-  Object.defineProperty(binding, 'redactions', { value: Object.freeze([connectionString, ...target.redactions()]) })
+  Object.defineProperty(binding, 'redactions', {
+    value: Object.freeze([connectionString, ...target.redactions(), ...replicaUrls, ...replicas.flatMap((r) => r.redactions())]),
+  })
   return Object.freeze(binding)
 }
 

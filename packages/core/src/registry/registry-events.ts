@@ -19,6 +19,10 @@ export interface RegistryEvents {
     message: string
     sqlState: string | undefined
   }
+  /** A read replica was taken out of rotation (connect failure, recovery conflict, replay lag): reads go to the primary. */
+  'replica:down': { replica: string; reason: string; retryAfterMs: number }
+  /** A replica skipped before answered again: back in rotation. */
+  'replica:up': { replica: string }
   /**
    * A checkout held longer than `leakDetection.thresholdMs` (reported once), or still held when its
    * `registry.scope(fn)` settled. `stack` is where it was acquired (captured only with `leakDetection`).

@@ -93,6 +93,13 @@ export interface ServiceOptions {
    */
   pooler?: 'transaction'
   /**
+   * Read replicas: the secret's `${service}-postgresql-ro` key holds one URL or a list. Reads adapters know
+   * are reads go to a healthy replica (round-robin) outside transactions; everything else to the primary.
+   * `true`, or `{ retryAfterMs, maxLagMs }`: a replica that fails is skipped for `retryAfterMs` (default
+   * 30 000); with `maxLagMs`, one whose replay lag exceeds it is skipped too.
+   */
+  replicas?: boolean | { retryAfterMs?: number; maxLagMs?: number }
+  /**
    * How new connections get their password instead of the URL's: `rdsIamAuth({ region })` makes an RDS
    * IAM token per connection (the secret's URL then needs no password).
    */
@@ -129,6 +136,8 @@ export interface ResolvedService {
   /** Behind a transaction pooler. */
   readonly pooler: boolean
   readonly auth: ConnectionAuth | undefined
+  /** Read replicas enabled, and their health rules. */
+  readonly replicas: { readonly retryAfterMs: number; readonly maxLagMs: number | undefined } | undefined
 }
 
 /**
@@ -239,7 +248,7 @@ const UNSUPPORTED_POOL_KEYS: Readonly<Record<string, string>> = {
   options: 'startup options are per tenant: put -c settings in the tenant URL or in services.<name>.tenantSettings',
 }
 const POOL_SIZING_KEYS = ['max', 'idleTimeoutMillis', 'maxLifetimeSeconds', 'maxUses', 'validateAfterIdleMs']
-const SERVICE_KEYS = new Set(['isolation', 'tenantSettings', 'hooks', 'pooler', 'auth'])
+const SERVICE_KEYS = new Set(['isolation', 'tenantSettings', 'hooks', 'pooler', 'auth', 'replicas'])
 const HOOK_KEYS = ['onClaim', 'onRelease']
 
 function fail(message: string): never {
@@ -428,6 +437,17 @@ function resolveTenantListing(
   })
 }
 
+function resolveReplicas(service: string, input: unknown): ResolvedService['replicas'] {
+  if (input === undefined || input === false) return undefined
+  if (input === true) return Object.freeze({ retryAfterMs: 30_000, maxLagMs: undefined })
+  if (!isObject(input)) fail(`services.${service}.replicas must be true or { retryAfterMs?, maxLagMs? }`)
+  for (const key of Object.keys(input)) if (key !== 'retryAfterMs' && key !== 'maxLagMs') fail(`unknown option services.${service}.replicas.${key}`)
+  return Object.freeze({
+    retryAfterMs: number(`services.${service}.replicas`, input, 'retryAfterMs', 30_000, 0),
+    maxLagMs: input.maxLagMs === undefined ? undefined : number(`services.${service}.replicas`, input, 'maxLagMs', 0, 0),
+  })
+}
+
 function resolveAuth(service: string, auth: unknown): ConnectionAuth | undefined {
   if (auth === undefined) return undefined
   if (!isObject(auth) || typeof auth.password !== 'function' || typeof auth.kind !== 'string')
@@ -480,6 +500,7 @@ function resolveServices(input: unknown, registryHooks: LifecycleHooks | undefin
         hooks: value.hooks === undefined ? registryHooks : resolveHooks(`services.${name}.hooks`, value.hooks),
         pooler: resolvePooler(name, value.pooler),
         auth: resolveAuth(name, value.auth),
+        replicas: resolveReplicas(name, value.replicas),
       }),
     )
   }

@@ -66,6 +66,8 @@ export interface RegistryStats {
   connectionErrors: number
   /** Checkouts reported as leaks so far (`connection:leak` events). */
   leaks: number
+  /** Read replicas seen: skipped (`down`) or not, why, and the last measured replay lag. */
+  replicas: { replica: string; down: boolean; reason: string | null; lagMs: number | null }[]
   secretCache: SecretCacheStats
 }
 
@@ -209,6 +211,16 @@ export class Registry<TService extends string = string> implements AsyncDisposab
             { service: report.service, orgId: report.orgId, heldMs: report.heldMs, reason: report.reason, destroyed: report.destroyed, stack: report.stack },
             'hyperconn: connection leak',
           )
+        },
+        replicas: {
+          down: (replica, reason, retryAfterMs) => {
+            this.#events.emit('replica:down', { replica: replica.label, reason, retryAfterMs })
+            logger.warn({ replica: replica.label, reason, retryAfterMs }, 'hyperconn: replica skipped; reads go to the primary')
+          },
+          up: (replica) => {
+            this.#events.emit('replica:up', { replica: replica.label })
+            logger.info({ replica: replica.label }, 'hyperconn: replica back in rotation')
+          },
         },
       },
       clock,
@@ -473,6 +485,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       evictions: { ...evictions, total: Object.values(evictions).reduce((a, b) => a + b, 0) },
       connectionErrors: this.#connectionErrors,
       leaks: this.#leases.leaks,
+      replicas: this.#leases.replicas(),
       secretCache: this.#secrets.stats(),
     }
   }

@@ -84,6 +84,28 @@ export class SecretBundle {
   }
 
   /**
+   * The PostgreSQL URLs under `key`: one URL or a list of them; none when the key is absent. Each is
+   * validated as `connectionString` validates one.
+   */
+  connectionStrings(key: string): string[] {
+    const value = this.#values.get(key)
+    if (value === undefined || value === null) return []
+    if (typeof value === 'string') return [this.connectionString(key)]
+    if (!Array.isArray(value)) throw new SecretFormatError(this.name, key, 'is not a URL or a list of URLs')
+    return value.map((item: unknown, i) => {
+      if (typeof item !== 'string') throw new SecretFormatError(this.name, `${key}[${i}]`, 'is not a string')
+      let url: URL
+      try {
+        url = new URL(item)
+      } catch {
+        throw new SecretFormatError(this.name, `${key}[${i}]`, 'is not a PostgreSQL URL')
+      }
+      if (!POSTGRES_PROTOCOLS.has(url.protocol) || url.hostname === '') throw new SecretFormatError(this.name, `${key}[${i}]`, 'is not a PostgreSQL URL')
+      return item
+    })
+  }
+
+  /**
    * Every string worth redacting from text: each string value (nested ones too, and their JSON-escaped
    * form), plus the password of each URL both raw and percent-decoded, and `?password=` parameters.
    */

@@ -1,8 +1,10 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
 import { InvalidOptionsError, TransactionClosedError } from '../hyperconn-error.js'
 import { QueryQueue } from './query-queue.js'
-import type { PoolLease, Tenant, TenantConnection, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
+import type { PoolLease, QueryOptions, Tenant, TenantConnection, TenantKey, TenantPoolAccess, TransactionOptions } from '../tenant-types.js'
 import { PinnedConnection } from './pinned-connection.js'
+import { RouteScope } from './route-scope.js'
+import { autocommitQuery } from './autocommit-query.js'
 import { currentEntry, currentScope, runWithScope } from './transaction-context.js'
 import { runTransaction } from './transaction-runner.js'
 import type { TransactionScope } from './transaction-state.js'
@@ -11,25 +13,6 @@ type QueryInput = string | QueryConfig
 
 function released(): TransactionClosedError {
   return new TransactionClosedError('this connection was already released')
-}
-
-/** Autocommit: lease, one query, release. No allocation beyond that on this path. */
-export async function autocommitQuery<R extends QueryResultRow>(
-  access: TenantPoolAccess,
-  key: TenantKey,
-  config: QueryInput,
-  values: unknown[] | undefined,
-): Promise<QueryResult<R>> {
-  // The client's lifelong 'error' listener (TenantPoolAccess contract) keeps a dying backend from crashing
-  // the process; the query itself rejects and pg-pool drops the unqueryable client on release.
-  const lease = await access.acquire(key)
-  try {
-    return await lease.query<R>(config, values)
-  } catch (error) {
-    throw lease.redact(error)
-  } finally {
-    lease.release()
-  }
 }
 
 /**
@@ -43,7 +26,7 @@ export function poolQuery<R extends QueryResultRow>(
   values: unknown[] | undefined,
 ): Promise<QueryResult<R>> {
   const entry = currentEntry(key)
-  return entry?.kind === 'pinned' ? entry.query<R>(config, values) : autocommitQuery<R>(access, key, config, values)
+  return entry?.kind === 'pinned' || entry?.kind === 'route' ? entry.query<R>(config, values) : autocommitQuery<R>(access, key, config, values)
 }
 
 /** `acquire()` inside a transaction: queries go through the scope's queue; release only ends this handle. */
@@ -173,7 +156,23 @@ async function acquireConnection(access: TenantPoolAccess, key: TenantKey): Prom
     entry.assertActive()
     return new PinnedHandle(entry)
   }
-  return new LeasedConnection(await access.acquire(key))
+  return new LeasedConnection(await access.acquire(key, entry?.kind === 'route' && entry.to === 'replica'))
+}
+
+/**
+ * `tenant.primary(fn)` / `tenant.replica(fn)`. Inside an active transaction or pinned connection of the
+ * tenant, `fn` just runs there: those are on the primary already.
+ */
+async function runRouted<T>(access: TenantPoolAccess, key: TenantKey, to: 'primary' | 'replica', fn: () => Promise<T>): Promise<T> {
+  if (typeof fn !== 'function') throw new InvalidOptionsError(`tenant.${to}(fn): fn must be a function returning a promise.`)
+  const entry = currentEntry(key)
+  if (entry !== undefined && entry.kind !== 'route' && entry.active) return fn()
+  const scope = new RouteScope(access, key, to)
+  try {
+    return await runWithScope(key, scope, fn)
+  } finally {
+    scope.end()
+  }
 }
 
 /**
@@ -183,7 +182,7 @@ async function acquireConnection(access: TenantPoolAccess, key: TenantKey): Prom
 async function runPinned<T>(access: TenantPoolAccess, key: TenantKey, fn: () => Promise<T>): Promise<T> {
   if (typeof fn !== 'function') throw new InvalidOptionsError('tenant.connection(fn): fn must be a function returning a promise.')
   const entry = currentEntry(key)
-  if (entry !== undefined && entry.active) return fn()
+  if (entry !== undefined && entry.kind !== 'route' && entry.active) return fn()
   access.assertOpen()
   access.assertSessions(key)
   const pinned = await PinnedConnection.pin(key, () => access.acquire(key))
@@ -207,14 +206,18 @@ export function createTenantHandle(access: TenantPoolAccess, key: TenantKey): Te
       return access.schemaOf(tenantKey)
     },
     pool: () => access.pool(tenantKey),
-    query<R extends QueryResultRow = any>(text: QueryInput, values?: unknown[]): Promise<QueryResult<R>> {
+    query<R extends QueryResultRow = any>(text: QueryInput, values?: unknown[], options?: QueryOptions): Promise<QueryResult<R>> {
       const entry = currentEntry(tenantKey)
-      return entry === undefined ? autocommitQuery<R>(access, tenantKey, text, values) : entry.query<R>(text, values)
+      if (entry === undefined) return autocommitQuery<R>(access, tenantKey, text, values, options?.read === true)
+      // Inside primary(fn) nothing goes to a replica; inside replica(fn) everything may.
+      return entry.query<R>(text, values)
     },
     transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T> {
       return runTransaction(access, tenantKey, fn, options)
     },
     acquire: () => acquireConnection(access, tenantKey),
     connection: <T>(fn: () => Promise<T>): Promise<T> => runPinned(access, tenantKey, fn),
+    primary: <T>(fn: () => Promise<T>): Promise<T> => runRouted(access, tenantKey, 'primary', fn),
+    replica: <T>(fn: () => Promise<T>): Promise<T> => runRouted(access, tenantKey, 'replica', fn),
   })
 }

@@ -2,10 +2,11 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { ContextConflictError, TransactionClosedError, TransactionPropagationError } from '../hyperconn-error.js'
 import type { TenantKey } from '../tenant-types.js'
 import type { PinnedConnection } from './pinned-connection.js'
+import type { RouteScope } from './route-scope.js'
 import type { TransactionInfo, TransactionScope, TransactionState } from './transaction-state.js'
 
 /** What a tenant maps to in a frame: a transaction (or savepoint) scope, or a pinned connection (`kind` tells). */
-export type ContextEntry = TransactionScope | PinnedConnection
+export type ContextEntry = TransactionScope | PinnedConnection | RouteScope
 
 /**
  * The value of the one AsyncLocalStorage: service → orgId → the scope queries of that tenant run in (a
@@ -21,7 +22,7 @@ export type Frame = ReadonlyMap<string, ReadonlyMap<string, ContextEntry>>
  * Version of what is shared between copies of core: the frame shape above and the members of
  * `TransactionScope`/`TransactionState` that the runner calls. Bump it when either changes.
  */
-export const CONTEXT_VERSION = 2
+export const CONTEXT_VERSION = 3
 
 const SLOT_PREFIX = '@hyperconn/core/context@'
 const SLOT = Symbol.for(`${SLOT_PREFIX}${CONTEXT_VERSION}`)
