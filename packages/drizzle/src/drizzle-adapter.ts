@@ -43,6 +43,9 @@ export type DrizzleTransaction<TSchema extends Record<string, unknown> = Record<
 
 type QueryInput = string | QueryConfig
 
+/** `tenant.query`'s options (`{ read }`). */
+type QueryOptions = NonNullable<Parameters<Tenant['query']>[2]>
+
 /**
  * What drizzle sees as its pg client. Deliberately not a pg.Pool and without "Pool" in its class
  * name: drizzle's own NodePgSession.transaction() would otherwise call connect()/release() on it.
@@ -59,6 +62,11 @@ class TenantQueryClient {
 
   query(config: QueryInput, values?: unknown[]): Promise<QueryResult> {
     return this.#tenant.query(config, values)
+  }
+
+  /** For subclasses: the same query, with core's routing options. */
+  protected routed(config: QueryInput, values: unknown[] | undefined, options: QueryOptions): Promise<QueryResult> {
+    return this.#tenant.query(config, values, options)
   }
 
   /**
@@ -84,6 +92,27 @@ class TenantQueryClient {
   }
 }
 
+
+// Clauses that make a SELECT more than a read: row locks, sequence changes, CTEs (which may modify data),
+// SELECT INTO, advisory locks and session settings. Conservative: a false match only costs a replica.
+const NOT_A_READ = /\bfor\s+(?:update|no\s+key\s+update|share|key\s+share)\b|\b(?:nextval|setval|set_config)\s*\(|\bpg_(?:try_)?advisory|\bwith\b|\binto\b/i
+
+/** Whether a SELECT's compiled text may run on a read replica (see NOT_A_READ). */
+export function isReadOnlySelectText(text: string): boolean {
+  return !NOT_A_READ.test(text)
+}
+
+/**
+ * The client of the tenant db's read builders (`select`, `selectDistinct`, `selectDistinctOn`, `$count`,
+ * `query`): only SELECTs reach it, and each one without a locking clause (see isReadOnlySelectText)
+ * passes `{ read: true }`, so core may send it to a read replica outside transactions and pinned scopes.
+ */
+class ReadQueryClient extends TenantQueryClient {
+  override query(config: QueryInput, values?: unknown[]): Promise<QueryResult> {
+    const text = typeof config === 'string' ? config : config.text
+    return this.routed(config, values, { read: isReadOnlySelectText(text) })
+  }
+}
 
 /**
  * The client of one transaction's `tx` object. Same routing as TenantQueryClient, but every query
@@ -124,6 +153,9 @@ function dialectOf(db: NodePgDatabase<any>): PgDialect {
   return dialect
 }
 
+/** Builders of NodePgDatabase that only produce SELECTs (as drizzle's own `withReplicas`, without `with`). */
+const READ_METHODS = ['select', 'selectDistinct', 'selectDistinctOn', '$count'] as const
+
 /**
  * Checks, once per adapter, the drizzle internals this adapter relies on, so a drizzle upgrade that
  * changes them fails at startup with a clear message instead of running queries outside transactions.
@@ -139,6 +171,13 @@ function assertDrizzleShape(config: DrizzleConfig<any>): void {
   if (typeof db.transaction !== 'function' || !Object.isExtensible(db)) throw unsupportedDrizzle('db.transaction cannot be replaced')
   // migrate() calls dialect.migrate(…, db.session): that must be the session whose transaction we replace.
   if (Reflect.get(db, 'session') !== session) throw unsupportedDrizzle('db.session is not db._.session')
+  // The read builders are replaced by those of a second instance on a ReadQueryClient (see createTenantDb).
+  for (const method of READ_METHODS) {
+    if (typeof Reflect.get(db, method) !== 'function') throw unsupportedDrizzle(`db.${method} is not a function`)
+  }
+  if (typeof Reflect.get(db, 'query') !== 'object' || !Reflect.set(db, 'query', Reflect.get(db, 'query'))) {
+    throw unsupportedDrizzle('db.query cannot be replaced')
+  }
   const probeTransaction = (): Promise<never> => Promise.reject(new Error('probe'))
   if (typeof session.transaction !== 'function' || !Reflect.set(session, 'transaction', probeTransaction) || session.transaction !== probeTransaction) {
     throw unsupportedDrizzle('db.session.transaction cannot be replaced')
@@ -238,6 +277,12 @@ function createTenantDb<TSchema extends Record<string, unknown>>(
   // which is not a pool, drizzle's version would send BEGIN, the statements and COMMIT as separate
   // autocommit queries, each possibly on another pooled connection. Route it through core as well.
   db._.session.transaction = (fn, txConfig) => db.transaction(fn, txConfig)
+  // Reads (as drizzle's withReplicas): the select builders and relational queries of a second instance on a
+  // ReadQueryClient, which marks SELECTs without locking clauses { read: true }. Not `with` (a CTE may
+  // write), `execute` (raw SQL) or the writes; a tx has its own session and is unaffected.
+  const readDb: NodePgDatabase<TSchema> = drizzle({ ...config, client: asClient(new ReadQueryClient(tenant)) })
+  for (const method of READ_METHODS) Reflect.set(db, method, (readDb[method] as (...args: unknown[]) => unknown).bind(readDb))
+  Reflect.set(db, 'query', readDb.query)
   return db
 }
 

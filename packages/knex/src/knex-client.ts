@@ -2,7 +2,7 @@ import type { Knex } from 'knex'
 import { currentTransactionInfo, TransactionClosedError } from '@hyperconn/core'
 import { bindTransaction } from '@hyperconn/core/adapter'
 import type { Tenant, TransactionBinding } from '@hyperconn/core'
-import { KnexConnection } from './knex-connection.js'
+import { isKnownRead, KnexConnection } from './knex-connection.js'
 import {
   nativeTransactionUnsupported,
   rawConnectionUnsupported,
@@ -91,7 +91,7 @@ export class KnexTransactionHandle {
   async connect(): Promise<KnexConnection> {
     const refused = this.refusal()
     if (refused !== undefined) throw refused
-    return new KnexConnection(await this.#tenant.acquire(), this.txid)
+    return new KnexConnection(this.#tenant, this.txid, await this.#tenant.acquire())
   }
 
   #endedByKnex(): boolean {
@@ -145,8 +145,22 @@ export class TenantKnexClient extends ClientPG {
   override async acquireConnection(): Promise<KnexConnection> {
     const transaction = this.#transaction
     if (transaction !== undefined) return transaction.connect()
-    // Inside a transaction of this tenant this is the transaction's connection; otherwise a pooled one.
-    return new KnexConnection(await this.#tenant.acquire(), undefined)
+    // Lazy (see KnexConnection): known reads go out with { read: true }; the first other statement acquires,
+    // inside a transaction of this tenant its connection, otherwise a pooled one of the primary.
+    return new KnexConnection(this.#tenant, undefined)
+  }
+
+  /**
+   * Every statement passes here (knex's `client.query`, before its query events). On a lazy connection a
+   * known read (see isKnownRead) runs through the connection's read view; anything else acquires first,
+   * so that its events carry the backend pid.
+   */
+  override async query(connection: unknown, obj: unknown): Promise<unknown> {
+    if (connection instanceof KnexConnection && connection.lazy) {
+      if (isKnownRead(obj)) return super.query(connection.forRead(), obj)
+      await connection.acquire()
+    }
+    return super.query(connection, obj)
   }
 
   override releaseConnection(connection: unknown): Promise<void> {

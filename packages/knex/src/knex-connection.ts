@@ -1,5 +1,5 @@
 import type { QueryConfig, QueryResult } from 'pg'
-import type { TenantConnection } from '@hyperconn/core'
+import type { Tenant, TenantConnection } from '@hyperconn/core'
 import { streamingUnsupported } from './knex-errors.js'
 
 type QueryCallback = (error: Error | null, result?: QueryResult) => void
@@ -15,37 +15,121 @@ function isSubmittable(config: unknown): boolean {
   return typeof config === 'object' && config !== null && typeof (config as { submit?: unknown }).submit === 'function'
 }
 
+// Clauses that make a SELECT more than a read: row locks, sequence changes, CTEs (which may modify data),
+// SELECT INTO, advisory locks and session settings. Conservative: a false match only costs a replica.
+const NOT_A_READ = /\bfor\s+(?:update|no\s+key\s+update|share|key\s+share)\b|\b(?:nextval|setval|set_config)\s*\(|\bpg_(?:try_)?advisory|\bwith\b|\binto\b/i
+
+// knex's query object `method` of builders that only read (raw SQL is 'raw', writes 'insert', 'update', ...).
+const READ_METHODS: ReadonlySet<unknown> = new Set(['select', 'first', 'pluck'])
+
+/**
+ * Whether a knex query object (`builder.toSQL()`, as the client's `query` gets it) is known to only read: a
+ * select / first / pluck whose SQL has no locking clause (see NOT_A_READ), and not `.timeout(ms, { cancel:
+ * true })` (cancelling needs the backend pid of an acquired connection).
+ */
+export function isKnownRead(obj: unknown): boolean {
+  if (typeof obj !== 'object' || obj === null) return false
+  const { method, sql, cancelOnTimeout } = obj as { method?: unknown; sql?: unknown; cancelOnTimeout?: unknown }
+  return READ_METHODS.has(method) && typeof sql === 'string' && cancelOnTimeout !== true && !NOT_A_READ.test(sql)
+}
+
+/** What knex's `_query` needs of a connection (the view `forRead()` hands it). */
+export interface KnexQueryTarget {
+  readonly __knexUid: string
+  readonly __knexTxId?: string | undefined
+  query(config: string | QueryConfig, values?: unknown[] | QueryCallback, callback?: QueryCallback): Promise<QueryResult> | undefined
+}
+
 /**
  * What knex's pg dialect gets from `acquireConnection()`: a stand-in for a `pg.Client` built on a core
  * `TenantConnection`. knex calls `query(config, callback)` in callback form (`_query`), and reads or
  * writes the `__knex*` markers below on every connection.
+ *
+ * Outside a knex transaction the connection is lazy: the client sends known reads (see isKnownRead)
+ * through `forRead()`, i.e. `tenant.query(…, { read: true })`, which core may route to a read replica, and
+ * `tenant.acquire()` is only called for the first other statement; from then on every statement of this
+ * connection runs on that handle, in order.
  */
-export class KnexConnection {
-  /** Shown in knex's query events and debug output; the backend pid identifies the physical connection. */
-  readonly __knexUid: string
+export class KnexConnection implements KnexQueryTarget {
   /** Set by knex's own transactions (not used here) and, for a transaction's queries, by this adapter. */
   __knexTxId?: string
   /** Set by knex when a query timed out without cancel: the connection must not be reused. */
   __knex__disposed?: unknown
-  readonly #connection: TenantConnection
+  readonly #tenant: Pick<Tenant, 'acquire' | 'query'>
+  #connection: TenantConnection | undefined
+  #acquiring: Promise<TenantConnection> | undefined
   #released = false
 
-  constructor(connection: TenantConnection, txid: string | undefined) {
-    this.#connection = connection
-    this.__knexUid = `hyperconn_pid${connection.processID ?? '?'}`
+  /** `connection`: an already acquired handle (a transaction's); without it, acquired on demand. */
+  constructor(tenant: Pick<Tenant, 'acquire' | 'query'>, txid: string | undefined, connection?: TenantConnection) {
+    this.#tenant = tenant
+    if (connection !== undefined) {
+      this.#connection = connection
+      this.#acquiring = Promise.resolve(connection)
+    }
     if (txid !== undefined) this.__knexTxId = txid
   }
 
-  /** Used by knex's `cancelQuery`. */
+  /**
+   * Shown in knex's query events and debug output; the backend pid identifies the physical connection.
+   * 'hyperconn_lazy' until a statement acquired one (reads sent with { read: true } have none).
+   */
+  get __knexUid(): string {
+    const connection = this.#connection
+    return connection === undefined ? 'hyperconn_lazy' : `hyperconn_pid${connection.processID ?? '?'}`
+  }
+
+  /** Used by knex's `cancelQuery`; undefined until a connection was acquired. */
   get processID(): number | undefined {
-    return this.#connection.processID
+    return this.#connection?.processID
+  }
+
+  /** Nothing acquired or being acquired yet: a known read may still go out with { read: true }. */
+  get lazy(): boolean {
+    return this.#acquiring === undefined
+  }
+
+  /** Acquires the handle if that has not happened yet (the client does it before a non-read's query events). */
+  async acquire(): Promise<void> {
+    await this.#acquire()
+  }
+
+  /** This connection for one statement the client knows is a read (see isKnownRead). */
+  forRead(): KnexQueryTarget {
+    const uid = (): string => this.__knexUid
+    const txid = (): string | undefined => this.__knexTxId
+    return {
+      get __knexUid() {
+        return uid()
+      },
+      get __knexTxId() {
+        return txid()
+      },
+      query: (config, values, callback) => this.#query(config, values, callback, true),
+    }
   }
 
   query(config: string | QueryConfig, values?: unknown[] | QueryCallback, callback?: QueryCallback): Promise<QueryResult> | undefined {
+    return this.#query(config, values, callback, false)
+  }
+
+  #query(
+    config: string | QueryConfig,
+    values: unknown[] | QueryCallback | undefined,
+    callback: QueryCallback | undefined,
+    read: boolean,
+  ): Promise<QueryResult> | undefined {
     if (isSubmittable(config)) throw streamingUnsupported()
     const cb = typeof values === 'function' ? values : callback
+    const params = Array.isArray(values) ? values : undefined
     // QueryConfig goes through untouched: knex merges `.options({ rowMode, types, ... })` into it.
-    const result = this.#connection.query(config, Array.isArray(values) ? values : undefined)
+    const connection = this.#connection
+    const result =
+      connection !== undefined
+        ? connection.query(config, params)
+        : read && this.#acquiring === undefined
+          ? this.#tenant.query(config, params, { read: true })
+          : this.#acquire().then((acquired) => acquired.query(config, params))
     if (cb === undefined) return result
     result.then(
       (response) => cb(null, response),
@@ -54,12 +138,37 @@ export class KnexConnection {
     return undefined
   }
 
+  #acquire(): Promise<TenantConnection> {
+    if (this.#acquiring !== undefined) return this.#acquiring
+    const acquiring = this.#tenant.acquire().then(
+      (connection) => {
+        this.#connection = connection
+        // Released while acquiring (a timeout): give it back right away rather than keep it leased.
+        if (this.#released) this.#releaseHandle(connection)
+        return connection
+      },
+      (error: unknown) => {
+        // A failed acquire leaves the connection lazy: a later statement may try again.
+        if (this.#acquiring === acquiring) this.#acquiring = undefined
+        throw error
+      },
+    )
+    this.#acquiring = acquiring
+    return acquiring
+  }
+
+  #releaseHandle(connection: TenantConnection): void {
+    const disposed = this.__knex__disposed
+    // A query that timed out may still run on the client: have the pool destroy it rather than reuse it.
+    connection.release(disposed instanceof Error ? disposed : undefined)
+  }
+
   /** Called from the client's `releaseConnection`; idempotent (knex's stream runner may release twice). */
   release(): void {
     if (this.#released) return
     this.#released = true
-    const disposed = this.__knex__disposed
-    // A query that timed out may still run on the client: have the pool destroy it rather than reuse it.
-    this.#connection.release(disposed instanceof Error ? disposed : undefined)
+    const connection = this.#connection
+    if (connection !== undefined) this.#releaseHandle(connection)
+    // Still acquiring: #acquire releases it once it arrives.
   }
 }

@@ -22,6 +22,8 @@ export interface KnexPgClient extends EventEmitter {
   transaction(...args: unknown[]): unknown
   runner(builder: unknown): KnexRunner
   cancelQuery(connection?: unknown): Promise<unknown>
+  /** Runs one compiled statement on a connection (emits knex's query events, then `_query`). */
+  query(connection: unknown, obj: unknown): Promise<unknown>
   _stream(...args: unknown[]): unknown
 }
 
@@ -51,6 +53,7 @@ const REQUIRED_METHODS = [
   'transaction',
   'runner',
   'cancelQuery',
+  'query',
   '_query',
   '_stream',
   'processResponse',

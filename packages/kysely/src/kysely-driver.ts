@@ -30,21 +30,64 @@ function withCallerStack(error: unknown): unknown {
   return error
 }
 
+// Clauses that make a SELECT more than a read: row locks, sequence changes, CTEs (which may modify data),
+// SELECT INTO, advisory locks and session settings. Conservative: a false match only costs a replica.
+const NOT_A_READ = /\bfor\s+(?:update|no\s+key\s+update|share|key\s+share)\b|\b(?:nextval|setval|set_config)\s*\(|\bpg_(?:try_)?advisory|\bwith\b|\binto\b/i
+
 /**
- * One `tenant.acquire()` handle seen as a Kysely connection. Core decided at acquire time whether it is
- * the transaction's connection or a pooled one; this object only remembers that handle so that
- * `releaseConnection` gives back exactly it.
+ * Whether a compiled query is known to only read: a `selectFrom` (SelectQueryNode) without a `with`, whose
+ * text has no locking clause (see NOT_A_READ). Raw SQL (`sql`), writes and anything else are not.
+ */
+export function isKnownRead(compiledQuery: CompiledQuery): boolean {
+  const node = compiledQuery.query as { kind: string; with?: unknown }
+  return node.kind === 'SelectQueryNode' && node.with === undefined && !NOT_A_READ.test(compiledQuery.sql)
+}
+
+/**
+ * A Kysely connection on one tenant, acquired lazily. Until a statement that is not a known read (see
+ * isKnownRead) arrives, reads go through `tenant.query(…, { read: true })`, which core may send to a read
+ * replica (outside transactions, pinned scopes and `tenant.primary`). The first other statement takes
+ * `tenant.acquire()` (the transaction's connection, or a pooled one of the primary), and from then on every
+ * statement of this connection runs on that handle, in order; `release` gives back exactly it.
  */
 export class TenantDatabaseConnection implements DatabaseConnection {
-  readonly #connection: TenantConnection
+  readonly #tenant: Pick<Tenant, 'acquire' | 'query'>
+  #acquiring: Promise<TenantConnection> | undefined
+  #released = false
 
-  constructor(connection: TenantConnection) {
-    this.#connection = connection
+  constructor(tenant: Pick<Tenant, 'acquire' | 'query'>) {
+    this.#tenant = tenant
+  }
+
+  #run(compiledQuery: CompiledQuery): ReturnType<TenantConnection['query']> {
+    const values = compiledQuery.parameters as unknown[]
+    if (this.#acquiring === undefined && isKnownRead(compiledQuery)) {
+      return this.#tenant.query(compiledQuery.sql, values, { read: true })
+    }
+    return this.#acquire().then((connection) => connection.query(compiledQuery.sql, values))
+  }
+
+  #acquire(): Promise<TenantConnection> {
+    if (this.#acquiring !== undefined) return this.#acquiring
+    const acquiring = this.#tenant.acquire().then(
+      (connection) => {
+        // Released while acquiring (Kysely does not, but keep nothing leased): give it back right away.
+        if (this.#released) connection.release()
+        return connection
+      },
+      (error: unknown) => {
+        // A failed acquire leaves the connection lazy: a later statement may try again.
+        if (this.#acquiring === acquiring) this.#acquiring = undefined
+        throw error
+      },
+    )
+    this.#acquiring = acquiring
+    return acquiring
   }
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
     try {
-      const { command, rowCount, rows } = await this.#connection.query(compiledQuery.sql, compiledQuery.parameters as unknown[])
+      const { command, rowCount, rows } = await this.#run(compiledQuery)
       // Same mapping as Kysely's PostgresConnection. pg has no "changed" count distinct from the affected
       // count (that is MySQL's changedRows), so numChangedRows stays unset as it does there.
       return COUNTED_COMMANDS.has(command)
@@ -71,7 +114,12 @@ export class TenantDatabaseConnection implements DatabaseConnection {
   }
 
   release(): void {
-    this.#connection.release()
+    if (this.#released) return
+    this.#released = true
+    this.#acquiring?.then(
+      (connection) => connection.release(),
+      () => {},
+    )
   }
 }
 
@@ -84,8 +132,9 @@ function nativeTransaction(operation: string): TransactionPropagationError {
 }
 
 /**
- * Kysely driver over one tenant of the registry: every connection comes from `tenant.acquire()`, which
- * joins the tenant's active transaction of the current async context or leases a pooled connection.
+ * Kysely driver over one tenant of the registry: every connection comes from `tenant.acquire()` (lazily,
+ * see TenantDatabaseConnection), which joins the tenant's active transaction of the current async context
+ * or leases a pooled connection; known reads before that go through `tenant.query(…, { read: true })`.
  * The driver owns nothing: `destroy()` cannot end a registry pool.
  */
 export class TenantDriver implements Driver {
@@ -97,8 +146,9 @@ export class TenantDriver implements Driver {
 
   async init(): Promise<void> {}
 
-  async acquireConnection(): Promise<DatabaseConnection> {
-    return new TenantDatabaseConnection(await this.#tenant.acquire())
+  // Lazy: the connection acquires from core on its first statement that is not a known read.
+  acquireConnection(): Promise<DatabaseConnection> {
+    return Promise.resolve(new TenantDatabaseConnection(this.#tenant))
   }
 
   releaseConnection(connection: DatabaseConnection): Promise<void> {
