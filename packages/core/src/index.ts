@@ -51,6 +51,7 @@ export type {
   IsolationLevel,
   TenantKey,
   Propagation,
+  QueryOptions,
   Tenant,
   TenantConnection,
   TransactionOptions,

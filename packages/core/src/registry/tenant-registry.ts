@@ -227,7 +227,7 @@ export class Registry<TService extends string = string> implements AsyncDisposab
       logger,
     )
     this.#access = Object.freeze({
-      acquire: (key: TenantKey) => this.#leases.acquire(key),
+      acquire: (key: TenantKey, read?: boolean) => this.#leases.acquire(key, read),
       pool: (key: TenantKey) => this.#facade(key).resolved,
       assertOpen: () => this.#assertOpen(),
       ...(telemetry === undefined
