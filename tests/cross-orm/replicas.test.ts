@@ -73,7 +73,7 @@ function readers(registry: Registry<'core'>, org: string): Record<'drizzle' | 'k
       return { r: rows[0]?.r as boolean, orgs: rows.map((x) => x.org) }
     },
     knex: async () => {
-      const rows = (await knex('items').select(knex.raw('pg_is_in_recovery() AS r'), 'org')) as { r: boolean; org: string }[]
+      const rows: { r: boolean; org: string }[] = await knex<{ r: boolean; org: string }>('items').select(knex.raw('pg_is_in_recovery() AS r'), 'org')
       return { r: rows[0]?.r as boolean, orgs: rows.map((x) => x.org) }
     },
   }
