@@ -160,7 +160,9 @@ describe('read replicas', () => {
     const reasons: RegistryEvents['replica:down'][] = []
     registry.on('replica:down', (e) => reasons.push(e))
     const { knex } = readers(registry, 'b')
-    expect((await knex()).r).toBe(true)
+    // Earlier writes fully replayed first: otherwise the lag reads as the time since the last replayed commit.
+    await standby.waitForReplay()
+    await expect.poll(async () => (await knex()).r, { timeout: 10_000 }).toBe(true)
     await standby.pauseReplay()
     try {
       await using writer = await connectClient(urlOf(primary, 'rep_b'))
