@@ -148,6 +148,10 @@ describe('read replicas', () => {
       for (let i = 0; i < 5; i++) expect((await kysely()).r).toBe(false)
       expect(events).toContain('down')
       expect(registry.stats().replicas).toEqual([expect.objectContaining({ down: true })])
+      // Readiness holds: the primary serves the reads.
+      const health = await registry.health()
+      expect(health.ok).toBe(true)
+      expect(health.servers.find((s) => s.server.endsWith(`:${standby.port}`))).toMatchObject({ replica: true, reachable: false })
     } finally {
       await standby.start()
     }

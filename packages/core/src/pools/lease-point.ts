@@ -402,6 +402,11 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     this.#replicas.failed(lease.conn.pool.target, 'recovery conflict', this.#retryAfter(lease.binding))
   }
 
+  /** `host:port` of servers reached as replicas. */
+  replicaServers(): ReadonlySet<string> {
+    return this.#replicas.servers
+  }
+
   /** Replicas seen, for stats(). */
   replicas(): ReturnType<ReplicaRouter['stats']> {
     return this.#replicas.stats()

@@ -32,6 +32,8 @@ export class ReplicaRouter {
   readonly #clock: Clock
   readonly #events: ReplicaEvents
   readonly #states = new Map<string, ReplicaState>()
+  /** `host:port` of every replica seen (for health: a replica down does not make the registry unready). */
+  readonly #servers = new Set<string>()
   #next = 0
 
   constructor(clock: Clock, events: ReplicaEvents) {
@@ -43,6 +45,7 @@ export class ReplicaRouter {
   pick(binding: TenantBinding): ConnectionTarget | undefined {
     const replicas = binding.replicas
     const now = this.#clock.now()
+    for (const replica of replicas) if (!this.#servers.has(replica.server) && this.#servers.size < MAX_STATES) this.#servers.add(replica.server)
     for (let i = 0; i < replicas.length; i++) {
       const replica = replicas[this.#next++ % replicas.length] as ConnectionTarget
       const state = this.#states.get(replica.identity)
@@ -81,6 +84,11 @@ export class ReplicaRouter {
     state.lagCheckedAt = this.#clock.now()
   }
 
+  /** Servers reached as replicas. */
+  get servers(): ReadonlySet<string> {
+    return this.#servers
+  }
+
   /** Plain JSON for stats(): each replica seen, by label. */
   stats(): { replica: string; down: boolean; reason: string | null; lagMs: number | null }[] {
     return [...this.#states.values()].map((s) => ({ replica: s.label, down: s.down, reason: s.reason ?? null, lagMs: s.lagMs ?? null }))
@@ -92,6 +100,7 @@ export class ReplicaRouter {
       if (this.#states.size >= MAX_STATES) for (const [id, s] of this.#states) if (!s.down) this.#states.delete(id)
       state = { label: replica.label, downUntil: 0, down: false, reason: undefined, lagMs: undefined, lagCheckedAt: -Infinity }
       this.#states.set(replica.identity, state)
+      if (this.#servers.size < MAX_STATES) this.#servers.add(replica.server)
     }
     return state
   }

@@ -84,6 +84,8 @@ export interface ServerHealth {
   lastConnectedAt: string | null
   /** The last failure to open a connection, redacted. */
   lastError: { message: string; sqlState: string | null; at: string } | null
+  /** Reached as a read replica: its being unreachable does not make `ok` false (reads fall back to the primary). */
+  replica?: true
 }
 
 /** `registry.health()`: plain JSON, no secret. */
@@ -428,7 +430,10 @@ export class Registry<TService extends string = string> implements AsyncDisposab
         lastError: failure === undefined ? null : { message: failure.message, sqlState: failure.sqlState ?? null, at: new Date(failure.at).toISOString() },
       }
     })
-    return Promise.resolve({ ok: this.#closing === undefined && servers.every((s) => s.reachable !== false), closed: this.#closing !== undefined, servers })
+    // A replica that is down does not make the registry unready: reads fall back to the primary.
+    const replicas = this.#leases.replicaServers()
+    const ok = this.#closing === undefined && servers.every((s) => s.reachable !== false || replicas.has(s.server))
+    return Promise.resolve({ ok, closed: this.#closing !== undefined, servers: servers.map((s) => (replicas.has(s.server) ? { ...s, replica: true } : s)) })
   }
 
   /** Subscribe to a typed event; returns an unsubscribe function. */
