@@ -13,12 +13,13 @@ import { coldStart } from './scenario-cold-start.js'
 import { hotPath } from './scenario-hot-path.js'
 import { lifecycle } from './scenario-lifecycle.js'
 import { memory } from './scenario-memory.js'
+import { replicas } from './scenario-replicas.js'
 import { scale, scaleChartSvg } from './scenario-scale.js'
 import { sharedTransaction } from './scenario-shared-transaction.js'
 import { telemetry } from './scenario-telemetry.js'
 import type { Scenario, ScenarioResult } from './scenario-types.js'
 
-const SCENARIOS: readonly Scenario[] = [hotPath, adapterOverhead, sharedTransaction, coldStart, churn, memory, scale, lifecycle, telemetry]
+const SCENARIOS: readonly Scenario[] = [hotPath, adapterOverhead, sharedTransaction, coldStart, churn, memory, scale, lifecycle, telemetry, replicas]
 
 const ROUNDS_NOTE =
   'Each ratio is ours/baseline per round; contenders alternate (ABAB…) within one run, so both see the same machine state. ' +
