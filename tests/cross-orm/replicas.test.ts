@@ -95,12 +95,20 @@ describe('read replicas', () => {
       expect((await tenant.transaction(run)).r, `${orm} in a transaction`).toBe(false)
       expect((await tenant.replica(() => tenant.transaction(run))).r, `${orm} in a transaction in replica()`).toBe(false)
     }
+    // replica() inside primary() stays on the primary.
+    for (const [orm, run] of Object.entries(read)) expect((await tenant.primary(() => tenant.replica(run))).r, `${orm} in replica() in primary()`).toBe(false)
+    // Builder writes inside replica(fn) still go to the primary (only raw SQL may reach a replica there).
+    await tenant.replica(async () => {
+      await createDrizzleAdapter(registry, { service: 'core' }).getDb('a').insert(items).values({ org: 'a', n: 20 })
+      await createKyselyAdapter<Db>(registry, { service: 'core' }).getDb('a').insertInto('items').values({ org: 'a', n: 21 }).execute()
+      await createKnexAdapter(registry, { service: 'core' }).getDb('a')('items').insert({ org: 'a', n: 22 })
+    })
     // Writes through each adapter succeed: a replica would refuse them.
     await createDrizzleAdapter(registry, { service: 'core' }).getDb('a').insert(items).values({ org: 'a', n: 10 })
     await createKyselyAdapter<Db>(registry, { service: 'core' }).getDb('a').insertInto('items').values({ org: 'a', n: 11 }).execute()
     await createKnexAdapter(registry, { service: 'core' }).getDb('a')('items').insert({ org: 'a', n: 12 })
     await using check = await connectClient(urlOf(primary, 'rep_a'))
-    expect((await check.query("SELECT count(*)::int AS n FROM items WHERE n >= 10")).rows[0]?.n).toBe(3)
+    expect((await check.query("SELECT count(*)::int AS n FROM items WHERE n >= 10")).rows[0]?.n).toBe(6)
     await check.query('DELETE FROM items WHERE n >= 10')
   })
 

@@ -1,5 +1,5 @@
 import { InvalidOptionsError, UnsupportedError } from '@hyperconn/core'
-import { adapterTransactionOptions, bindActiveTransaction, InstanceCache, validateAdapterOptions } from '@hyperconn/core/adapter'
+import { adapterTransactionOptions, bindActiveTransaction, InstanceCache, validateAdapterOptions, isReadOnlySelectText, isWriteText } from '@hyperconn/core/adapter'
 import type { Registry, ServiceOf, Tenant, TransactionBinding, TransactionOptions } from '@hyperconn/core'
 import { DefaultLogger, is } from 'drizzle-orm'
 import type { Casing, DrizzleConfig, ExtractTablesWithRelations, Logger, RelationalSchemaConfig } from 'drizzle-orm'
@@ -43,6 +43,8 @@ export type DrizzleTransaction<TSchema extends Record<string, unknown> = Record<
 
 type QueryInput = string | QueryConfig
 
+const NOT_A_READ = Object.freeze({ read: false })
+
 /** `tenant.query`'s options (`{ read }`). */
 type QueryOptions = NonNullable<Parameters<Tenant['query']>[2]>
 
@@ -61,7 +63,9 @@ class TenantQueryClient {
   }
 
   query(config: QueryInput, values?: unknown[]): Promise<QueryResult> {
-    return this.#tenant.query(config, values)
+    // Writes (insert, update, delete, DDL) are marked so, for tenant.replica(fn) to keep them on the primary.
+    const text = typeof config === 'string' ? config : config.text
+    return isWriteText(text) ? this.#tenant.query(config, values, NOT_A_READ) : this.#tenant.query(config, values)
   }
 
   /** For subclasses: the same query, with core's routing options. */
@@ -93,18 +97,11 @@ class TenantQueryClient {
 }
 
 
-// Clauses that make a SELECT more than a read: row locks, sequence changes, CTEs (which may modify data),
-// SELECT INTO, advisory locks and session settings. Conservative: a false match only costs a replica.
-const NOT_A_READ = /\bfor\s+(?:update|no\s+key\s+update|share|key\s+share)\b|\b(?:nextval|setval|set_config)\s*\(|\bpg_(?:try_)?advisory|\bwith\b|\binto\b/i
 
-/** Whether a SELECT's compiled text may run on a read replica (see NOT_A_READ). */
-export function isReadOnlySelectText(text: string): boolean {
-  return !NOT_A_READ.test(text)
-}
 
 /**
  * The client of the tenant db's read builders (`select`, `selectDistinct`, `selectDistinctOn`, `$count`,
- * `query`): only SELECTs reach it, and each one without a locking clause (see isReadOnlySelectText)
+ * `query`): only SELECTs reach it, and each one without a locking clause (isReadOnlySelectText of @hyperconn/core/adapter)
  * passes `{ read: true }`, so core may send it to a read replica outside transactions and pinned scopes.
  */
 class ReadQueryClient extends TenantQueryClient {

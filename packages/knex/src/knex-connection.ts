@@ -1,3 +1,4 @@
+import { isReadOnlySelectText } from '@hyperconn/core/adapter'
 import type { QueryConfig, QueryResult } from 'pg'
 import type { Tenant, TenantConnection } from '@hyperconn/core'
 import { streamingUnsupported } from './knex-errors.js'
@@ -15,22 +16,19 @@ function isSubmittable(config: unknown): boolean {
   return typeof config === 'object' && config !== null && typeof (config as { submit?: unknown }).submit === 'function'
 }
 
-// Clauses that make a SELECT more than a read: row locks, sequence changes, CTEs (which may modify data),
-// SELECT INTO, advisory locks and session settings. Conservative: a false match only costs a replica.
-const NOT_A_READ = /\bfor\s+(?:update|no\s+key\s+update|share|key\s+share)\b|\b(?:nextval|setval|set_config)\s*\(|\bpg_(?:try_)?advisory|\bwith\b|\binto\b/i
 
 // knex's query object `method` of builders that only read (raw SQL is 'raw', writes 'insert', 'update', ...).
 const READ_METHODS: ReadonlySet<unknown> = new Set(['select', 'first', 'pluck'])
 
 /**
  * Whether a knex query object (`builder.toSQL()`, as the client's `query` gets it) is known to only read: a
- * select / first / pluck whose SQL has no locking clause (see NOT_A_READ), and not `.timeout(ms, { cancel:
+ * select / first / pluck whose SQL has no locking clause (isReadOnlySelectText of @hyperconn/core/adapter), and not `.timeout(ms, { cancel:
  * true })` (cancelling needs the backend pid of an acquired connection).
  */
 export function isKnownRead(obj: unknown): boolean {
   if (typeof obj !== 'object' || obj === null) return false
   const { method, sql, cancelOnTimeout } = obj as { method?: unknown; sql?: unknown; cancelOnTimeout?: unknown }
-  return READ_METHODS.has(method) && typeof sql === 'string' && cancelOnTimeout !== true && !NOT_A_READ.test(sql)
+  return READ_METHODS.has(method) && typeof sql === 'string' && cancelOnTimeout !== true && isReadOnlySelectText(sql)
 }
 
 /** What knex's `_query` needs of a connection (the view `forRead()` hands it). */

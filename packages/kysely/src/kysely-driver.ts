@@ -1,3 +1,4 @@
+import { isReadOnlySelectText } from '@hyperconn/core/adapter'
 import { createHash } from 'node:crypto'
 import type { Tenant, TenantConnection } from '@hyperconn/core'
 import { TransactionPropagationError, UnsupportedError } from '@hyperconn/core'
@@ -30,17 +31,14 @@ function withCallerStack(error: unknown): unknown {
   return error
 }
 
-// Clauses that make a SELECT more than a read: row locks, sequence changes, CTEs (which may modify data),
-// SELECT INTO, advisory locks and session settings. Conservative: a false match only costs a replica.
-const NOT_A_READ = /\bfor\s+(?:update|no\s+key\s+update|share|key\s+share)\b|\b(?:nextval|setval|set_config)\s*\(|\bpg_(?:try_)?advisory|\bwith\b|\binto\b/i
 
 /**
  * Whether a compiled query is known to only read: a `selectFrom` (SelectQueryNode) without a `with`, whose
- * text has no locking clause (see NOT_A_READ). Raw SQL (`sql`), writes and anything else are not.
+ * text has no locking clause (isReadOnlySelectText of @hyperconn/core/adapter). Raw SQL (`sql`), writes and anything else are not.
  */
 export function isKnownRead(compiledQuery: CompiledQuery): boolean {
   const node = compiledQuery.query as { kind: string; with?: unknown }
-  return node.kind === 'SelectQueryNode' && node.with === undefined && !NOT_A_READ.test(compiledQuery.sql)
+  return node.kind === 'SelectQueryNode' && node.with === undefined && isReadOnlySelectText(compiledQuery.sql)
 }
 
 /**

@@ -304,7 +304,9 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
       try {
         conn = await this.#checkout(binding, replica ?? binding.target, note)
       } catch (error) {
-        if (replica !== undefined && !this.#closed) {
+        // A connection error takes the replica out of rotation; the budget, the tenant's share or a closing
+        // registry are not the replica's fault (and a shared replica must not go down for one busy tenant).
+        if (replica !== undefined && !this.#closed && !(error instanceof HyperconnError)) {
           this.#replicas.failed(replica, redactText(error instanceof Error ? error.message : String(error), binding.redactions), this.#retryAfter(binding))
           replica = undefined
           continue

@@ -67,7 +67,8 @@ export class ReplicaRouter {
   /** A connection to it opened (or was reused) and passed: back in rotation if it was down. */
   succeeded(replica: ConnectionTarget): void {
     const state = this.#states.get(replica.identity)
-    if (state === undefined || !state.down) return
+    // A checkout that picked it before another one found it failing does not bring it back early.
+    if (state === undefined || !state.down || this.#clock.now() < state.downUntil) return
     state.down = false
     state.reason = undefined
     this.#events.up(replica)

@@ -1,5 +1,5 @@
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg'
-import type { TenantKey, TenantPoolAccess } from '../tenant-types.js'
+import type { QueryOptions, TenantKey, TenantPoolAccess } from '../tenant-types.js'
 import { autocommitQuery } from './autocommit-query.js'
 
 /**
@@ -28,8 +28,11 @@ export class RouteScope {
     this.#open = false
   }
 
-  /** Inside `replica(fn)` every statement may go to a replica; inside `primary(fn)` none does. */
-  query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[]): Promise<QueryResult<R>> {
-    return autocommitQuery<R>(this.#access, this.key, config, values, this.to === 'replica')
+  /**
+   * Inside `replica(fn)` raw statements (and known reads) may go to a replica, but never one an adapter
+   * marked `read: false` (a write or a locking read); inside `primary(fn)` none does.
+   */
+  query<R extends QueryResultRow = any>(config: string | QueryConfig, values?: unknown[], options?: QueryOptions): Promise<QueryResult<R>> {
+    return autocommitQuery<R>(this.#access, this.key, config, values, this.to === 'replica' && options?.read !== false)
   }
 }

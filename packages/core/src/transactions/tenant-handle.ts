@@ -156,7 +156,8 @@ async function acquireConnection(access: TenantPoolAccess, key: TenantKey): Prom
     entry.assertActive()
     return new PinnedHandle(entry)
   }
-  return new LeasedConnection(await access.acquire(key, entry?.kind === 'route' && entry.to === 'replica'))
+  // Adapters acquire a connection for statements they do not know to be reads: always the primary.
+  return new LeasedConnection(await access.acquire(key))
 }
 
 /**
@@ -166,7 +167,8 @@ async function acquireConnection(access: TenantPoolAccess, key: TenantKey): Prom
 async function runRouted<T>(access: TenantPoolAccess, key: TenantKey, to: 'primary' | 'replica', fn: () => Promise<T>): Promise<T> {
   if (typeof fn !== 'function') throw new InvalidOptionsError(`tenant.${to}(fn): fn must be a function returning a promise.`)
   const entry = currentEntry(key)
-  if (entry !== undefined && entry.kind !== 'route' && entry.active) return fn()
+  // A transaction or pinned connection is on the primary already, and replica() inside primary() stays there.
+  if (entry !== undefined && entry.active && (entry.kind !== 'route' || entry.to === 'primary')) return fn()
   const scope = new RouteScope(access, key, to)
   try {
     return await runWithScope(key, scope, fn)
@@ -209,8 +211,8 @@ export function createTenantHandle(access: TenantPoolAccess, key: TenantKey): Te
     query<R extends QueryResultRow = any>(text: QueryInput, values?: unknown[], options?: QueryOptions): Promise<QueryResult<R>> {
       const entry = currentEntry(tenantKey)
       if (entry === undefined) return autocommitQuery<R>(access, tenantKey, text, values, options?.read === true)
-      // Inside primary(fn) nothing goes to a replica; inside replica(fn) everything may.
-      return entry.query<R>(text, values)
+      // Inside primary(fn) nothing goes to a replica; inside replica(fn) everything but known writes may.
+      return entry.kind === 'route' ? entry.query<R>(text, values, options) : entry.query<R>(text, values)
     },
     transaction<T>(fn: () => Promise<T>, options?: TransactionOptions): Promise<T> {
       return runTransaction(access, tenantKey, fn, options)
