@@ -285,22 +285,23 @@ class RunningStandby implements StandbyServer, TrackedServer {
     }
     const standby = await connect(this.adminUrl)
     try {
-      const deadline = Date.now() + timeoutMs
-      for (;;) {
-        // The insert position of a record ending exactly at a page boundary lies past that page's header,
-        // while the replay position stops at the boundary: accept that gap (at most a long header, 40 bytes).
-        const { rows } = await standby.query<{ done: boolean; replayed: string }>(
-          `SELECT r >= t OR (t - r <= 40 AND (r - '0/0'::pg_lsn) % current_setting('wal_block_size')::numeric = 0) AS done,
-                  r::text AS replayed
-             FROM (SELECT pg_last_wal_replay_lsn() AS r, $1::pg_lsn AS t) AS lsn`,
-          [target],
-        )
-        if (rows[0]?.done === true) return
-        if (Date.now() >= deadline) {
-          throw new Error(`waitForReplay(): the standby replayed up to ${rows[0]?.replayed} but not ${target} within ${timeoutMs} ms`)
-        }
-        await delay(PROBE_INTERVAL_MS)
-      }
+      let replayed: string | undefined
+      await poll(
+        Date.now() + timeoutMs,
+        async () => {
+          // The insert position of a record ending exactly at a page boundary lies past that page's header,
+          // while the replay position stops at the boundary: accept that gap (at most a long header, 40 bytes).
+          const { rows } = await standby.query<{ done: boolean; replayed: string }>(
+            `SELECT r >= t OR (t - r <= 40 AND (r - '0/0'::pg_lsn) % current_setting('wal_block_size')::numeric = 0) AS done,
+                    r::text AS replayed
+               FROM (SELECT pg_last_wal_replay_lsn() AS r, $1::pg_lsn AS t) AS lsn`,
+            [target],
+          )
+          replayed = rows[0]?.replayed
+          return rows[0]?.done === true || undefined
+        },
+        () => new Error(`waitForReplay(): the standby replayed up to ${replayed} but not ${target} within ${timeoutMs} ms`),
+      )
     } finally {
       await standby.end().catch(() => {})
     }
@@ -399,13 +400,15 @@ class RunningStandby implements StandbyServer, TrackedServer {
     await appendFile(hbaFile, `\n# added by the hyperconn testkit for startStandby()\nhost replication all ${HOST}/32 scram-sha-256\n`)
     await primary.query('SELECT pg_reload_conf()')
     // The reload is asynchronous (SIGHUP): new connections see it shortly.
-    const deadline = Date.now() + 5_000
-    for (;;) {
-      const error = await probe()
-      if (error === undefined) return
-      if (Date.now() >= deadline) throw error
-      await delay(PROBE_INTERVAL_MS)
-    }
+    let error: unknown
+    await poll(
+      Date.now() + 5_000,
+      async () => {
+        error = await probe()
+        return error === undefined || undefined
+      },
+      () => (error instanceof Error ? error : new Error(String(error))),
+    )
   }
 
   #recoverySettings(): string {
@@ -467,34 +470,33 @@ class RunningStandby implements StandbyServer, TrackedServer {
 
   /** A read-only connection works, `pg_is_in_recovery()` and the WAL receiver streams from the primary. */
   async #waitUntilStreaming(child: ChildProcess): Promise<void> {
-    const deadline = Date.now() + START_TIMEOUT_MS
     let client: pg.Client | undefined
     let last = 'no connection yet'
-    try {
-      for (;;) {
-        if (hasExited(child)) throw new Error(`postgres exited (${child.signalCode ?? `code ${child.exitCode}`})`)
-        let row: { recovery: boolean; receiver: string | null } | undefined
-        try {
-          client ??= await connect(this.adminUrl)
-          const { rows } = await client.query<{ recovery: boolean; receiver: string | null }>(
-            'SELECT pg_is_in_recovery() AS recovery, (SELECT status FROM pg_stat_wal_receiver) AS receiver',
-          )
-          row = rows[0]
-        } catch (error) {
-          // 57P03: starting up / not yet consistent. Any other answer from the server will not change by waiting.
-          if (error instanceof pg.DatabaseError && error.code !== '57P03') throw error
-          last = error instanceof Error ? error.message : String(error)
-          await client?.end().catch(() => {})
-          client = undefined
-        }
-        if (row !== undefined) {
-          if (!row.recovery) throw new Error('it is not in recovery: not a standby')
-          if (row.receiver === 'streaming') return
-          last = `WAL receiver ${row.receiver ?? 'not running'}`
-        }
-        if (Date.now() >= deadline) throw new Error(`not streaming after ${START_TIMEOUT_MS} ms (${last})`)
-        await delay(PROBE_INTERVAL_MS)
+    const attempt = async (): Promise<true | undefined> => {
+      if (hasExited(child)) throw new Error(`postgres exited (${child.signalCode ?? `code ${child.exitCode}`})`)
+      let row: { recovery: boolean; receiver: string | null } | undefined
+      try {
+        client ??= await connect(this.adminUrl)
+        const { rows } = await client.query<{ recovery: boolean; receiver: string | null }>(
+          'SELECT pg_is_in_recovery() AS recovery, (SELECT status FROM pg_stat_wal_receiver) AS receiver',
+        )
+        row = rows[0]
+      } catch (error) {
+        // 57P03: starting up / not yet consistent. Any other answer from the server will not change by waiting.
+        if (error instanceof pg.DatabaseError && error.code !== '57P03') throw error
+        last = error instanceof Error ? error.message : String(error)
+        await client?.end().catch(() => {})
+        client = undefined
       }
+      if (row !== undefined) {
+        if (!row.recovery) throw new Error('it is not in recovery: not a standby')
+        if (row.receiver === 'streaming') return true
+        last = `WAL receiver ${row.receiver ?? 'not running'}`
+      }
+      return undefined
+    }
+    try {
+      await poll(Date.now() + START_TIMEOUT_MS, attempt, () => new Error(`not streaming after ${START_TIMEOUT_MS} ms (${last})`))
     } finally {
       await client?.end().catch(() => {})
     }
@@ -516,26 +518,26 @@ class RunningStandby implements StandbyServer, TrackedServer {
       return // the primary is gone, and its slots with it
     }
     try {
-      const deadline = Date.now() + SLOT_RELEASE_TIMEOUT_MS
-      for (;;) {
-        const { rows } = await primary.query<{ active: boolean }>(
-          'SELECT active FROM pg_replication_slots WHERE slot_name = $1',
-          [this.slotName],
-        )
-        const slot = rows[0]
-        if (slot === undefined) return
-        if (!slot.active) {
+      await poll(
+        Date.now() + SLOT_RELEASE_TIMEOUT_MS,
+        async () => {
+          const { rows } = await primary.query<{ active: boolean }>(
+            'SELECT active FROM pg_replication_slots WHERE slot_name = $1',
+            [this.slotName],
+          )
+          const slot = rows[0]
+          if (slot === undefined) return true
+          if (slot.active) return undefined
           try {
             await primary.query('SELECT pg_drop_replication_slot($1)', [this.slotName])
-            return
+            return true
           } catch (error) {
             // 55006: taken again in between (cannot be us: we are stopped); anything else: give up.
-            if (!(error instanceof pg.DatabaseError && error.code === '55006')) return
+            return error instanceof pg.DatabaseError && error.code === '55006' ? undefined : true
           }
-        }
-        if (Date.now() >= deadline) return
-        await delay(PROBE_INTERVAL_MS)
-      }
+        },
+        () => new Error('the primary did not release the slot in time'),
+      )
     } catch {
       // best effort: a leftover slot only keeps WAL on a throwaway server
     } finally {
@@ -625,6 +627,17 @@ async function copyDataDir(from: string, to: string, owner: { uid?: number; gid?
   }
   await own(to)
   await copyTree(from, to, 0)
+}
+
+/**
+ * Runs `attempt` every PROBE_INTERVAL_MS until it returns true; past `deadline`, throws `expired()`. Each
+ * pass awaits a query and a delay, and the deadline bounds the whole wait.
+ */
+async function poll(deadline: number, attempt: () => Promise<true | undefined>, expired: () => Error): Promise<void> {
+  while ((await attempt()) === undefined) {
+    if (Date.now() >= deadline) throw expired()
+    await delay(PROBE_INTERVAL_MS)
+  }
 }
 
 function isNotFound(error: unknown): boolean {
