@@ -300,9 +300,11 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     for (let attempt = 0; attempt <= MAX_DEAD_IDLE; attempt++) {
       // Checked after every await: a caller that outlived close() must not open a connection.
       if (this.#closed) throw new RegistryClosedError()
+      // Looked up once per pass (the binding changes after an auth retry): checkout and lease share it.
+      const usage = this.#usageOf(binding.key)
       let conn: PooledConnection
       try {
-        conn = await this.#checkout(binding, replica ?? binding.target, note)
+        conn = await this.#checkout(binding, replica ?? binding.target, usage, note)
       } catch (error) {
         // A connection error takes the replica out of rotation; the budget, the tenant's share or a closing
         // registry are not the replica's fault (and a shared replica must not go down for one busy tenant).
@@ -322,7 +324,7 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
         throw connectionError(binding, error)
       }
       const hooks = this.#policy.hooks.get(key.service)
-      const lease: Lease = new ConnectionLease(this, conn, binding, this.#usageOf(binding.key), hooks, origin)
+      const lease: Lease = new ConnectionLease(this, conn, binding, usage, hooks, origin)
       if (this.#needsValidation(conn) && !(await lease.validate())) continue
       if (replica !== undefined && !(await this.#replicaUsable(lease, replica))) {
         replica = undefined
@@ -552,9 +554,8 @@ export class LeasePoint implements LeaseOwner<TenantUsage> {
     }
   }
 
-  #checkout(binding: TenantBinding, target: ConnectionTarget, note: AcquireNote | undefined): Promise<PooledConnection> {
+  #checkout(binding: TenantBinding, target: ConnectionTarget, usage: TenantUsage, note: AcquireNote | undefined): Promise<PooledConnection> {
     const server = this.#server(target.server, target.pooler)
-    const usage = this.#usageOf(binding.key)
     if (server.queue.size === 0) {
       const started = this.#tryStart(usage, binding, target, server)
       if (typeof started !== 'string') return Promise.resolve(started)
