@@ -29,12 +29,26 @@ export function poolQuery<R extends QueryResultRow>(
   return entry?.kind === 'pinned' || entry?.kind === 'route' ? entry.query<R>(config, values) : autocommitQuery<R>(access, key, config, values)
 }
 
+/** What every `acquire()` handle shares: `await using conn = await tenant.acquire()` releases it. */
+abstract class ConnectionHandle implements TenantConnection {
+  abstract readonly inTransaction: boolean
+  abstract readonly processID: number | undefined
+  abstract query<R extends QueryResultRow = any>(config: QueryInput, values?: unknown[]): Promise<QueryResult<R>>
+  abstract release(error?: Error): void
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.release()
+    return Promise.resolve()
+  }
+}
+
 /** `acquire()` inside a transaction: queries go through the scope's queue; release only ends this handle. */
-class TransactionConnection implements TenantConnection {
+class TransactionConnection extends ConnectionHandle {
   readonly #scope: TransactionScope
   #released = false
 
   constructor(scope: TransactionScope) {
+    super()
     this.#scope = scope
   }
 
@@ -58,19 +72,15 @@ class TransactionConnection implements TenantConnection {
   release(): void {
     this.#released = true
   }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    this.release()
-    return Promise.resolve()
-  }
 }
 
 /** `acquire()` inside `tenant.connection(fn)`: queries go to the pinned connection; release only ends this handle. */
-class PinnedHandle implements TenantConnection {
+class PinnedHandle extends ConnectionHandle {
   readonly #pinned: PinnedConnection
   #released = false
 
   constructor(pinned: PinnedConnection) {
+    super()
     this.#pinned = pinned
   }
 
@@ -94,21 +104,17 @@ class PinnedHandle implements TenantConnection {
   release(): void {
     this.#released = true
   }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    this.release()
-    return Promise.resolve()
-  }
 }
 
 /** `acquire()` outside a transaction: a leased pooled client, returned (or destroyed) on release. */
-class LeasedConnection implements TenantConnection {
+class LeasedConnection extends ConnectionHandle {
   readonly #lease: PoolLease
   // Adapters normally send one query at a time; this keeps pg from ever seeing two anyway.
   readonly #queue = new QueryQueue()
   #released = false
 
   constructor(lease: PoolLease) {
+    super()
     this.#lease = lease
   }
 
@@ -137,11 +143,6 @@ class LeasedConnection implements TenantConnection {
     if (this.#released) return
     this.#released = true
     this.#lease.release(error)
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    this.release()
-    return Promise.resolve()
   }
 }
 
