@@ -6,3 +6,4 @@ export { adapterTransactionOptions } from './adapter/adapter-transaction-options
 export type { AdapterTransactionSettings } from './adapter/adapter-transaction-options.js'
 export { bindActiveTransaction, bindTransaction, TransactionBinding } from './transactions/transaction-context.js'
 export { isReadOnlySelectText, isWriteText } from './adapter/read-statement.js'
+export { LazyConnection } from './adapter/lazy-connection.js'

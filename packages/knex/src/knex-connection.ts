@@ -1,4 +1,4 @@
-import { isReadOnlySelectText } from '@hyperconn/core/adapter'
+import { isReadOnlySelectText, LazyConnection } from '@hyperconn/core/adapter'
 import type { QueryConfig, QueryResult } from 'pg'
 import type { Tenant, TenantConnection } from '@hyperconn/core'
 import { streamingUnsupported } from './knex-errors.js'
@@ -54,17 +54,12 @@ export class KnexConnection implements KnexQueryTarget {
   /** Set by knex when a query timed out without cancel: the connection must not be reused. */
   __knex__disposed?: unknown
   readonly #tenant: Pick<Tenant, 'acquire' | 'query'>
-  #connection: TenantConnection | undefined
-  #acquiring: Promise<TenantConnection> | undefined
-  #released = false
+  readonly #connection: LazyConnection
 
   /** `connection`: an already acquired handle (a transaction's); without it, acquired on demand. */
   constructor(tenant: Pick<Tenant, 'acquire' | 'query'>, txid: string | undefined, connection?: TenantConnection) {
     this.#tenant = tenant
-    if (connection !== undefined) {
-      this.#connection = connection
-      this.#acquiring = Promise.resolve(connection)
-    }
+    this.#connection = new LazyConnection(() => tenant.acquire(), connection)
     if (txid !== undefined) this.__knexTxId = txid
   }
 
@@ -73,23 +68,23 @@ export class KnexConnection implements KnexQueryTarget {
    * 'hyperconn_lazy' until a statement acquired one (reads sent with { read: true } have none).
    */
   get __knexUid(): string {
-    const connection = this.#connection
+    const connection = this.#connection.current
     return connection === undefined ? 'hyperconn_lazy' : `hyperconn_pid${connection.processID ?? '?'}`
   }
 
   /** Used by knex's `cancelQuery`; undefined until a connection was acquired. */
   get processID(): number | undefined {
-    return this.#connection?.processID
+    return this.#connection.current?.processID
   }
 
   /** Nothing acquired or being acquired yet: a known read may still go out with { read: true }. */
   get lazy(): boolean {
-    return this.#acquiring === undefined
+    return !this.#connection.started
   }
 
   /** Acquires the handle if that has not happened yet (the client does it before a non-read's query events). */
   async acquire(): Promise<void> {
-    await this.#acquire()
+    await this.#connection.get()
   }
 
   /** This connection for one statement the client knows is a read (see isKnownRead). */
@@ -121,38 +116,19 @@ export class KnexConnection implements KnexQueryTarget {
     const cb = typeof values === 'function' ? values : callback
     const params = Array.isArray(values) ? values : undefined
     // QueryConfig goes through untouched: knex merges `.options({ rowMode, types, ... })` into it.
-    const connection = this.#connection
+    const connection = this.#connection.current
     const result =
       connection !== undefined
         ? connection.query(config, params)
-        : read && this.#acquiring === undefined
+        : read && !this.#connection.started
           ? this.#tenant.query(config, params, { read: true })
-          : this.#acquire().then((acquired) => acquired.query(config, params))
+          : this.#connection.get().then((acquired) => acquired.query(config, params))
     if (cb === undefined) return result
     result.then(
       (response) => cb(null, response),
       (error: Error) => cb(error),
     ).catch(rethrowLater)
     return undefined
-  }
-
-  #acquire(): Promise<TenantConnection> {
-    if (this.#acquiring !== undefined) return this.#acquiring
-    const acquiring = this.#tenant.acquire().then(
-      (connection) => {
-        this.#connection = connection
-        // Released while acquiring (a timeout): give it back right away rather than keep it leased.
-        if (this.#released) this.#releaseHandle(connection)
-        return connection
-      },
-      (error: unknown) => {
-        // A failed acquire leaves the connection lazy: a later statement may try again.
-        if (this.#acquiring === acquiring) this.#acquiring = undefined
-        throw error
-      },
-    )
-    this.#acquiring = acquiring
-    return acquiring
   }
 
   #releaseHandle(connection: TenantConnection): void {
@@ -163,10 +139,6 @@ export class KnexConnection implements KnexQueryTarget {
 
   /** Called from the client's `releaseConnection`; idempotent (knex's stream runner may release twice). */
   release(): void {
-    if (this.#released) return
-    this.#released = true
-    const connection = this.#connection
-    if (connection !== undefined) this.#releaseHandle(connection)
-    // Still acquiring: #acquire releases it once it arrives.
+    this.#connection.release((connection) => this.#releaseHandle(connection))
   }
 }

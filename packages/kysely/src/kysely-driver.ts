@@ -1,4 +1,4 @@
-import { isReadOnlySelectText } from '@hyperconn/core/adapter'
+import { isReadOnlySelectText, LazyConnection } from '@hyperconn/core/adapter'
 import { createHash } from 'node:crypto'
 import type { Tenant, TenantConnection } from '@hyperconn/core'
 import { TransactionPropagationError, UnsupportedError } from '@hyperconn/core'
@@ -50,37 +50,19 @@ export function isKnownRead(compiledQuery: CompiledQuery): boolean {
  */
 export class TenantDatabaseConnection implements DatabaseConnection {
   readonly #tenant: Pick<Tenant, 'acquire' | 'query'>
-  #acquiring: Promise<TenantConnection> | undefined
-  #released = false
+  readonly #connection: LazyConnection
 
   constructor(tenant: Pick<Tenant, 'acquire' | 'query'>) {
     this.#tenant = tenant
+    this.#connection = new LazyConnection(() => tenant.acquire())
   }
 
   #run(compiledQuery: CompiledQuery): ReturnType<TenantConnection['query']> {
     const values = compiledQuery.parameters as unknown[]
-    if (this.#acquiring === undefined && isKnownRead(compiledQuery)) {
+    if (!this.#connection.started && isKnownRead(compiledQuery)) {
       return this.#tenant.query(compiledQuery.sql, values, { read: true })
     }
-    return this.#acquire().then((connection) => connection.query(compiledQuery.sql, values))
-  }
-
-  #acquire(): Promise<TenantConnection> {
-    if (this.#acquiring !== undefined) return this.#acquiring
-    const acquiring = this.#tenant.acquire().then(
-      (connection) => {
-        // Released while acquiring (Kysely does not, but keep nothing leased): give it back right away.
-        if (this.#released) connection.release()
-        return connection
-      },
-      (error: unknown) => {
-        // A failed acquire leaves the connection lazy: a later statement may try again.
-        if (this.#acquiring === acquiring) this.#acquiring = undefined
-        throw error
-      },
-    )
-    this.#acquiring = acquiring
-    return acquiring
+    return this.#connection.get().then((connection) => connection.query(compiledQuery.sql, values))
   }
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
@@ -112,12 +94,7 @@ export class TenantDatabaseConnection implements DatabaseConnection {
   }
 
   release(): void {
-    if (this.#released) return
-    this.#released = true
-    this.#acquiring?.then(
-      (connection) => connection.release(),
-      () => {},
-    )
+    this.#connection.release()
   }
 }
 
