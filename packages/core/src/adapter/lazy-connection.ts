@@ -30,6 +30,7 @@ export class LazyConnection {
     return this.#acquiring !== undefined
   }
 
+  /** The handle: acquired on the first call, the same promise afterwards. */
   get(): Promise<TenantConnection> {
     if (this.#acquiring !== undefined) return this.#acquiring
     const acquiring = this.#acquire().then(
